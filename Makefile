@@ -1,0 +1,66 @@
+# BE-MCP: `make run` and `make test` set up everything they need on a fresh machine.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CACHE := .cache
+NODE22_DIR := $(CACHE)/node22
+CONF_DIR := $(CACHE)/conformance
+CONF_ALPHA_DIR := $(CACHE)/conformance-alpha
+NODE22 := $(NODE22_DIR)/node_modules/.bin/node
+CONF_VERSION := 0.1.16
+CONF_ALPHA_VERSION := 0.2.0-alpha.12
+export PATH := $(CURDIR)/$(NODE22_DIR)/node_modules/.bin:$(PATH)
+
+.PHONY: setup run serve test lint typecheck unit conformance conformance-alpha bench deps-debian clean
+
+setup: $(VENV)/.installed $(NODE22) $(CONF_DIR)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+# The conformance suite needs Node 22; the machine's Node may be older.
+$(NODE22):
+	mkdir -p $(NODE22_DIR)
+	cd $(NODE22_DIR) && ( test -f package.json || npm init -y >/dev/null ) && npm install --no-audit --no-fund node@22 >/dev/null
+	$(NODE22) --version
+
+$(CONF_DIR)/.installed: $(NODE22)
+	mkdir -p $(CONF_DIR)
+	cd $(CONF_DIR) && ( test -f package.json || npm init -y >/dev/null ) && npm install --no-audit --no-fund @modelcontextprotocol/conformance@$(CONF_VERSION) >/dev/null
+	touch $@
+
+$(CONF_ALPHA_DIR)/.installed: $(NODE22)
+	mkdir -p $(CONF_ALPHA_DIR)
+	cd $(CONF_ALPHA_DIR) && ( test -f package.json || npm init -y >/dev/null ) && npm install --no-audit --no-fund @modelcontextprotocol/conformance@$(CONF_ALPHA_VERSION) >/dev/null
+	touch $@
+
+run: $(VENV)/.installed
+	$(BIN)/bemcp serve --transport http --host 127.0.0.1 --port 8000
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+typecheck: $(VENV)/.installed
+	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/pytest -q
+
+test: setup lint typecheck unit
+
+conformance-alpha: setup $(CONF_ALPHA_DIR)/.installed
+	$(BIN)/python -m tests.conformance.run_alpha
+
+deps-debian:
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
+
+bench: setup deps-debian
+	$(BIN)/python benchmarks/bench_http.py
+
+clean:
+	rm -rf $(VENV) $(CACHE) .mypy_cache .ruff_cache .pytest_cache .hypothesis

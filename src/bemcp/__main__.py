@@ -1,0 +1,5 @@
+import sys
+
+from bemcp.cli import main
+
+sys.exit(main())

@@ -1,0 +1,298 @@
+"""The user-facing API: `App` and its tool, resource, prompt and completion decorators."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, overload
+
+from bemcp import schema
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_HINTS = {
+    "read_only": "readOnlyHint",
+    "destructive": "destructiveHint",
+    "idempotent": "idempotentHint",
+    "open_world": "openWorldHint",
+}
+
+
+def _description(fn: Callable[..., Any], given: str | None) -> str | None:
+    if given is not None:
+        return given
+    doc = inspect.getdoc(fn)
+    return doc or None
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
+
+
+@dataclass(slots=True)
+class ToolDef:
+    name: str
+    fn: Callable[..., Any]
+    is_async: bool
+    signature: schema.Signature
+    output: schema.Output | None
+    annotations: dict[str, Any]
+    timeout: float | None
+    wire: dict[str, Any]
+
+    @property
+    def read_only(self) -> bool:
+        return bool(self.annotations.get("readOnlyHint"))
+
+
+@dataclass(slots=True)
+class ResourceDef:
+    uri: str
+    fn: Callable[..., Any]
+    is_async: bool
+    signature: schema.Signature
+    mime_type: str | None
+    wire: dict[str, Any]
+    pattern: re.Pattern[str] | None = None  # set for URI templates
+    subscribable: bool = True
+
+
+@dataclass(slots=True)
+class PromptDef:
+    name: str
+    fn: Callable[..., Any]
+    is_async: bool
+    signature: schema.Signature
+    wire: dict[str, Any]
+
+
+@dataclass(slots=True)
+class CompletionRequest:
+    """What `completion/complete` asks: which prompt or resource template, which argument."""
+
+    ref_type: str  # "ref/prompt" or "ref/resource"
+    ref: str  # prompt name or template URI
+    argument: str
+    value: str
+    context: dict[str, str] = field(default_factory=dict)
+
+
+CompletionHandler = Callable[[CompletionRequest], "Awaitable[list[str]] | list[str]"]
+
+_TEMPLATE_VAR = re.compile(r"\{([A-Za-z0-9_]+)\}")
+
+
+def _template_pattern(uri: str) -> re.Pattern[str]:
+    parts: list[str] = []
+    last = 0
+    for m in _TEMPLATE_VAR.finditer(uri):
+        parts.append(re.escape(uri[last : m.start()]))
+        parts.append(f"(?P<{m.group(1)}>[^/]+)")
+        last = m.end()
+    parts.append(re.escape(uri[last:]))
+    return re.compile("^" + "".join(parts) + "$")
+
+
+class App:
+    """A set of tools, resources and prompts served by BE-MCP.
+
+    >>> app = App("demo", version="1.0")
+    >>> @app.tool
+    ... def add(a: int, b: int) -> int:
+    ...     '''Add two numbers.'''
+    ...     return a + b
+    """
+
+    def __init__(
+        self, name: str, version: str = "0.0.0", *, instructions: str | None = None, title: str | None = None
+    ) -> None:
+        self.name = name
+        self.version = version
+        self.title = title
+        self.instructions = instructions
+        self.tools: dict[str, ToolDef] = {}
+        self.resources: dict[str, ResourceDef] = {}
+        self.templates: dict[str, ResourceDef] = {}
+        self.prompts: dict[str, PromptDef] = {}
+        self.completion_handler: CompletionHandler | None = None
+
+    # -- tools -------------------------------------------------------------
+
+    @overload
+    def tool(self, fn: F, /) -> F: ...
+
+    @overload
+    def tool(
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        title: str | None = None,
+        description: str | None = None,
+        read_only: bool | None = None,
+        destructive: bool | None = None,
+        idempotent: bool | None = None,
+        open_world: bool | None = None,
+        annotations: dict[str, Any] | None = None,
+        timeout: float | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Callable[[F], F]: ...
+
+    def tool(
+        self,
+        fn: F | None = None,
+        /,
+        *,
+        name: str | None = None,
+        title: str | None = None,
+        description: str | None = None,
+        read_only: bool | None = None,
+        destructive: bool | None = None,
+        idempotent: bool | None = None,
+        open_world: bool | None = None,
+        annotations: dict[str, Any] | None = None,
+        timeout: float | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Any:
+        """Register a tool. Usable bare (`@app.tool`) or with options (`@app.tool(read_only=True)`)."""
+
+        def register(f: F) -> F:
+            hints = dict(annotations or {})
+            flags = {
+                "read_only": read_only,
+                "destructive": destructive,
+                "idempotent": idempotent,
+                "open_world": open_world,
+            }
+            for key, value in flags.items():
+                if value is not None:
+                    hints[_HINTS[key]] = value
+            if title is not None:
+                hints.setdefault("title", title)
+            self.add_tool(
+                f, name=name, title=title, description=description, annotations=hints, timeout=timeout, meta=meta
+            )
+            return f
+
+        return register(fn) if fn is not None else register
+
+    def add_tool(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        title: str | None = None,
+        description: str | None = None,
+        annotations: dict[str, Any] | None = None,
+        timeout: float | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> ToolDef:
+        tool_name = name or fn.__name__
+        sig = schema.analyse(fn, f"{tool_name}_arguments")
+        output = schema.output_for(fn)
+        wire: dict[str, Any] = {"name": tool_name, "inputSchema": sig.input_schema}
+        if title:
+            wire["title"] = title
+        desc = _description(fn, description)
+        if desc:
+            wire["description"] = desc
+        if output is not None:
+            wire["outputSchema"] = output.schema
+        if annotations:
+            wire["annotations"] = dict(annotations)
+        if meta:
+            wire["_meta"] = meta
+        tool = ToolDef(tool_name, fn, _is_async(fn), sig, output, dict(annotations or {}), timeout, wire)
+        self.tools[tool_name] = tool
+        return tool
+
+    # -- resources ---------------------------------------------------------
+
+    def resource(
+        self,
+        uri: str,
+        *,
+        name: str | None = None,
+        title: str | None = None,
+        description: str | None = None,
+        mime_type: str | None = None,
+        annotations: dict[str, Any] | None = None,
+    ) -> Callable[[F], F]:
+        """Register a resource; a URI with `{var}` parts is a template whose parts become arguments."""
+
+        def register(fn: F) -> F:
+            sig = schema.analyse(fn, f"{fn.__name__}_resource_arguments")
+            wire: dict[str, Any] = {"name": name or fn.__name__}
+            if title:
+                wire["title"] = title
+            desc = _description(fn, description)
+            if desc:
+                wire["description"] = desc
+            if mime_type:
+                wire["mimeType"] = mime_type
+            if annotations:
+                wire["annotations"] = annotations
+            if _TEMPLATE_VAR.search(uri):
+                wire["uriTemplate"] = uri
+                self.templates[uri] = ResourceDef(uri, fn, _is_async(fn), sig, mime_type, wire, _template_pattern(uri))
+            else:
+                wire["uri"] = uri
+                self.resources[uri] = ResourceDef(uri, fn, _is_async(fn), sig, mime_type, wire)
+            return fn
+
+        return register
+
+    def find_resource(self, uri: str) -> tuple[ResourceDef, dict[str, str]] | None:
+        res = self.resources.get(uri)
+        if res is not None:
+            return res, {}
+        for tmpl in self.templates.values():
+            assert tmpl.pattern is not None
+            m = tmpl.pattern.match(uri)
+            if m:
+                return tmpl, m.groupdict()
+        return None
+
+    # -- prompts -----------------------------------------------------------
+
+    def prompt(
+        self,
+        fn: F | None = None,
+        /,
+        *,
+        name: str | None = None,
+        title: str | None = None,
+        description: str | None = None,
+    ) -> Any:
+        """Register a prompt; its parameters become the prompt's arguments."""
+
+        def register(f: F) -> F:
+            prompt_name = name or f.__name__
+            sig = schema.analyse(f, f"{prompt_name}_prompt_arguments")
+            required = set(sig.input_schema.get("required", ()))
+            args = []
+            for arg, prop in sig.input_schema.get("properties", {}).items():
+                entry: dict[str, Any] = {"name": arg, "required": arg in required}
+                if "description" in prop:
+                    entry["description"] = prop["description"]
+                args.append(entry)
+            wire: dict[str, Any] = {"name": prompt_name, "arguments": args}
+            if title:
+                wire["title"] = title
+            desc = _description(f, description)
+            if desc:
+                wire["description"] = desc
+            self.prompts[prompt_name] = PromptDef(prompt_name, f, _is_async(f), sig, wire)
+            return f
+
+        return register(fn) if fn is not None else register
+
+    # -- completion --------------------------------------------------------
+
+    def completion(self, fn: CompletionHandler) -> CompletionHandler:
+        """Register the handler for `completion/complete`; it returns candidate values."""
+        self.completion_handler = fn
+        return fn

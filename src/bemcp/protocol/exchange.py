@@ -1,0 +1,127 @@
+"""Per-connection (`Peer`) and per-request (`Exchange`) protocol state.
+
+A transport creates one `Peer` per stdio connection or HTTP session (or one
+per request for stateless 2026-07-28 traffic) and one `Exchange` per inbound
+request. The exchange is how a handler talks back on the request's own stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bemcp.errors import ClientError, NoBackChannel
+from bemcp.protocol import jsonrpc
+from bemcp.protocol.jsonrpc import Message, RequestId
+
+LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+LOG_RANK = {name: i for i, name in enumerate(LOG_LEVELS)}
+
+Sender = Callable[[Message], Awaitable[None]]
+
+
+class Peer:
+    """What the server knows about one client connection or session."""
+
+    __slots__ = (
+        "_ids",
+        "_pending",
+        "client_capabilities",
+        "client_info",
+        "closed",
+        "inflight",
+        "initialized",
+        "log_level",
+        "protocol_version",
+        "standalone",
+        "subscriptions",
+    )
+
+    def __init__(self, protocol_version: str | None = None) -> None:
+        self.protocol_version = protocol_version
+        self.client_capabilities: dict[str, Any] = {}
+        self.client_info: dict[str, Any] = {}
+        self.log_level: str | None = None  # None: the client has not asked; send everything
+        self.initialized = False
+        self.subscriptions: set[str] = set()
+        # Request id -> the exchange serving it, for notifications/cancelled.
+        self.inflight: dict[RequestId, Exchange] = {}
+        self._pending: dict[RequestId, asyncio.Future[Any]] = {}
+        self._ids = itertools.count(1)
+        # Where unsolicited notifications go (stdout, or the HTTP GET stream).
+        self.standalone: Sender | None = None
+        self.closed = False
+
+    def next_id(self) -> str:
+        return f"s-{next(self._ids)}"
+
+    def expect_response(self, req_id: RequestId) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[req_id] = fut
+        return fut
+
+    def forget(self, req_id: RequestId) -> None:
+        self._pending.pop(req_id, None)
+
+    def deliver(self, msg: Message) -> bool:
+        """Resolve a pending server-to-client request; False when nothing waited for it."""
+        fut = self._pending.pop(msg.get("id"), None)  # type: ignore[arg-type]
+        if fut is None or fut.done():
+            return False
+        if "error" in msg:
+            err = msg["error"] if isinstance(msg["error"], dict) else {}
+            fut.set_exception(ClientError(int(err.get("code", 0)), str(err.get("message", "")), err.get("data")))
+        else:
+            fut.set_result(msg.get("result"))
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(NoBackChannel("the client connection closed"))
+        self._pending.clear()
+        for ex in list(self.inflight.values()):
+            if ex.task is not None and ex.cancel_reason is None:
+                ex.cancel_reason = "disconnect"
+                ex.task.cancel()
+
+    def wants_log(self, level: str) -> bool:
+        return self.log_level is None or LOG_RANK.get(level, 0) >= LOG_RANK[self.log_level]
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One inbound request and the stream its answer (and related messages) travel on."""
+
+    peer: Peer
+    request_id: RequestId
+    method: str
+    send: Sender | None  # None: this stream cannot carry messages before the response
+    progress_token: str | int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    can_request: bool = True  # False where a client reply could not come back
+    log_level: str | None = None  # 2026-07-28: per-request opt-in
+    modern: bool = False
+    input_responses: dict[str, Any] | None = None  # 2026-07-28 multi round-trip answers
+    cancel_reason: str | None = None
+    task: asyncio.Task[Any] | None = None
+
+    async def notify(self, method: str, params: dict[str, Any]) -> None:
+        if self.send is not None:
+            await self.send(jsonrpc.notification(method, params))
+
+    async def client_request(self, method: str, params: dict[str, Any], timeout: float | None) -> Any:
+        """Send a request to the client on this request's stream and await its answer."""
+        if self.send is None or not self.can_request:
+            raise NoBackChannel(f"{method}: this transport cannot carry a request to the client")
+        req_id = self.peer.next_id()
+        fut = self.peer.expect_response(req_id)
+        try:
+            await self.send(jsonrpc.request(req_id, method, params))
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            self.peer.forget(req_id)

@@ -1,0 +1,193 @@
+"""Newline-delimited JSON-RPC over stdin/stdout.
+
+Nothing but protocol is written to stdout. Writes go through the event loop's
+pipe transport with flow control, so a client that stops reading slows the
+server's writers down instead of growing an unbounded buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import stat
+import sys
+from typing import Any, BinaryIO
+
+from bemcp.protocol import codes, jsonrpc
+from bemcp.protocol.exchange import Exchange, Peer
+from bemcp.protocol.jsonrpc import Kind, Message
+from bemcp.protocol.server import Server
+
+log = logging.getLogger("bemcp.stdio")
+
+_WRITE_HIGH_WATER = 1024 * 1024
+
+
+class _Writer:
+    """Serialises messages onto stdout; `drain` applies back-pressure."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        mode = os.fstat(self._stream.fileno()).st_mode
+        if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode):
+            transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, self._stream)
+            transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
+            self._writer = asyncio.StreamWriter(transport, protocol, None, loop)
+
+    async def send(self, msg: Message) -> None:
+        data = jsonrpc.dumps(msg) + b"\n"
+        w = self._writer
+        if w is None:  # a regular file: writes do not block for long
+            self._stream.write(data)
+            self._stream.flush()
+            return
+        if w.is_closing():
+            return
+        w.write(data)
+        if w.transport.get_write_buffer_size() > _WRITE_HIGH_WATER:
+            await w.drain()
+
+    async def close(self) -> None:
+        if self._writer is not None and not self._writer.is_closing():
+            with contextlib.suppress(ConnectionError):
+                await self._writer.drain()
+            self._writer.close()
+
+
+class StdioTransport:
+    """Serves one client over a pair of byte streams (stdin/stdout by default)."""
+
+    def __init__(
+        self,
+        server: Server,
+        *,
+        stdin: BinaryIO | None = None,
+        stdout: BinaryIO | None = None,
+        max_message_bytes: int = 16 * 1024 * 1024,
+        drain_timeout: float = 10.0,
+    ) -> None:
+        self.server = server
+        self._stdin = stdin or sys.stdin.buffer
+        self._out = _Writer(stdout or sys.stdout.buffer)
+        self.max_message_bytes = max_message_bytes
+        self.drain_timeout = drain_timeout
+        self.peer = Peer()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def serve(self) -> None:
+        """Serve until stdin closes, then finish in-flight requests and return."""
+        loop = asyncio.get_running_loop()
+        await self._out.open()
+        self.peer.standalone = self._out.send
+        self.server.peers.add(self.peer)
+        reader = asyncio.StreamReader(limit=self.max_message_bytes, loop=loop)
+        try:
+            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop), self._stdin)
+        except ValueError:  # a regular file cannot be a read pipe; read it in a thread
+            reader = await _file_reader(self._stdin, loop)
+        try:
+            await self._read_loop(reader)
+        finally:
+            await self._finish()
+
+    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+        while True:
+            try:
+                line = await reader.readuntil(b"\n")
+            except asyncio.IncompleteReadError as e:
+                if e.partial.strip():
+                    await self._on_line(e.partial)
+                return
+            except asyncio.LimitOverrunError as e:
+                await self._skip_oversized(reader, e.consumed)
+                continue
+            if line.strip():
+                await self._on_line(line)
+
+    async def _skip_oversized(self, reader: asyncio.StreamReader, consumed: int) -> None:
+        # Discard up to and including the next newline, then say so once.
+        while True:
+            await reader.readexactly(consumed)
+            try:
+                await reader.readuntil(b"\n")
+                break
+            except asyncio.LimitOverrunError as e:
+                consumed = e.consumed
+            except asyncio.IncompleteReadError:
+                break
+        await self._out.send(
+            jsonrpc.error(
+                None, codes.INVALID_REQUEST, f"Invalid request: message exceeds {self.max_message_bytes} bytes"
+            )
+        )
+
+    async def _on_line(self, line: bytes) -> None:
+        try:
+            msg = jsonrpc.loads(line)
+        except ValueError as e:
+            await self._out.send(jsonrpc.parse_error(str(e)))
+            return
+        if isinstance(msg, list):
+            await self._out.send(
+                jsonrpc.error(None, codes.INVALID_REQUEST, "Invalid request: JSON-RPC batches are not supported")
+            )
+            return
+        kind, reason = jsonrpc.classify(msg)
+        if kind is Kind.REQUEST:
+            req_id = msg["id"]
+            if req_id in self.peer.inflight:
+                await self._out.send(
+                    jsonrpc.error(req_id, codes.INVALID_REQUEST, f"Invalid request: id {req_id!r} is already in flight")
+                )
+                return
+            ex = Exchange(self.peer, req_id, msg["method"], self._out.send)
+            task = asyncio.get_running_loop().create_task(self._serve_request(msg, ex))
+            ex.task = task
+            # Registered before the task runs, so a cancel that follows at once finds it.
+            self.peer.inflight[req_id] = ex
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif kind is Kind.INVALID:
+            await self._out.send(jsonrpc.invalid_request(msg, reason))
+        else:
+            await self.server.handle_message(msg, self.peer)
+
+    async def _serve_request(self, msg: Message, ex: Exchange) -> None:
+        try:
+            try:
+                response = await self.server.handle_request(msg, ex)
+            except asyncio.CancelledError:
+                # Cancelled before the handler ran (it handles its own cancels).
+                if ex.cancel_reason is None:
+                    raise
+                response = None
+            if response is not None:
+                await self._out.send(response)
+        finally:
+            if self.peer.inflight.get(ex.request_id) is ex:
+                del self.peer.inflight[ex.request_id]
+
+    async def _finish(self) -> None:
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=self.drain_timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        self.server.peers.discard(self.peer)
+        self.peer.close()
+        await self._out.close()
+
+
+async def _file_reader(stream: BinaryIO, loop: asyncio.AbstractEventLoop) -> asyncio.StreamReader:
+    reader = asyncio.StreamReader(loop=loop)
+    data = await loop.run_in_executor(None, stream.read)
+    reader.feed_data(data)
+    reader.feed_eof()
+    return reader
