@@ -14,7 +14,7 @@ export PATH := $(CURDIR)/$(NODE22_DIR)/node_modules/.bin:$(PATH)
 
 .PHONY: setup run serve test lint typecheck unit conformance conformance-alpha bench deps-debian clean
 
-setup: $(VENV)/.installed $(NODE22) $(CONF_DIR)/.installed
+setup: $(VENV)/.installed $(NODE22) $(CONF_DIR)/.installed $(CONF_ALPHA_DIR)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -53,7 +53,7 @@ unit: setup
 
 test: setup lint typecheck unit
 
-conformance-alpha: setup $(CONF_ALPHA_DIR)/.installed
+conformance-alpha: setup
 	$(BIN)/python -m tests.conformance.run_alpha
 
 deps-debian:

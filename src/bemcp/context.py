@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
+from bemcp.protocol import mrtr
 from bemcp.protocol.exchange import LOG_RANK, Exchange
 
 if TYPE_CHECKING:
@@ -93,38 +95,77 @@ class Context:
         system_prompt: str | None = None,
         temperature: float | None = None,
         model_preferences: dict[str, Any] | None = None,
+        key: str = "sample",
         timeout: float | None = 60.0,
     ) -> dict[str, Any]:
         """Ask the client's model for a completion (`sampling/createMessage`); returns its result."""
-        if isinstance(messages, str):
-            messages = [{"role": "user", "content": {"type": "text", "text": messages}}]
-        params: dict[str, Any] = {"messages": messages, "maxTokens": max_tokens}
-        if system_prompt is not None:
-            params["systemPrompt"] = system_prompt
-        if temperature is not None:
-            params["temperature"] = temperature
-        if model_preferences is not None:
-            params["modelPreferences"] = model_preferences
-        return await self._ask("sampling/createMessage", params, timeout)  # type: ignore[no-any-return]
+        req = sampling(
+            messages,
+            max_tokens=max_tokens,
+            system_prompt=system_prompt,
+            temperature=temperature,
+            model_preferences=model_preferences,
+        )
+        answer: dict[str, Any] = (await self.ask({key: req}, timeout=timeout))[key]
+        return answer
 
-    async def elicit(self, message: str, schema: dict[str, Any], *, timeout: float | None = 300.0) -> dict[str, Any]:
+    async def elicit(
+        self, message: str, schema: dict[str, Any], *, key: str = "elicit", timeout: float | None = 300.0
+    ) -> dict[str, Any]:
         """Ask the user for structured input (`elicitation/create`).
 
         Returns the whole result: `action` is accept, decline or cancel, and
         `content` holds the answer when accepted.
         """
-        params = {"mode": "form", "message": message, "requestedSchema": schema}
-        return await self._ask("elicitation/create", params, timeout)  # type: ignore[no-any-return]
+        answer: dict[str, Any] = (await self.ask({key: elicitation(message, schema)}, timeout=timeout))[key]
+        return answer
 
-    async def _ask(self, method: str, params: dict[str, Any], timeout: float | None) -> Any:
+    async def list_roots(self, *, key: str = "roots", timeout: float | None = 60.0) -> list[dict[str, Any]]:
+        """The client's roots (`roots/list`)."""
+        answer = (await self.ask({key: {"method": "roots/list", "params": {}}}, timeout=timeout))[key]
+        roots: list[dict[str, Any]] = answer["roots"]
+        return roots
+
+    async def ask(self, requests: dict[str, dict[str, Any]], *, timeout: float | None = 300.0) -> dict[str, Any]:
+        """Send several client requests at once (`{key: {"method", "params"}}`) and return answers by key.
+
+        On 2025-11-25 they go out as requests on this call's stream; on
+        2026-07-28 they become one `input_required` result and the call is run
+        again with the answers. Keys must be stable across runs of the call.
+        """
         ex = self._exchange
         if ex.modern:
-            from bemcp.protocol.mrtr import ask_modern
+            return mrtr.ask_modern(ex, requests)
+        for req in requests.values():
+            mrtr.require_capability(ex, req["method"])
+        keys = list(requests)
+        answers = await asyncio.gather(
+            *(ex.client_request(requests[k]["method"], requests[k]["params"], timeout) for k in keys)
+        )
+        return dict(zip(keys, answers, strict=True))
 
-            key = f"{method.split('/')[0]}-{self._round}"
-            self._round += 1
-            return ask_modern(ex, key, method, params)
-        from bemcp.protocol.mrtr import require_capability
 
-        require_capability(ex, method)
-        return await ex.client_request(method, params, timeout)
+def sampling(
+    messages: list[dict[str, Any]] | str,
+    *,
+    max_tokens: int = 512,
+    system_prompt: str | None = None,
+    temperature: float | None = None,
+    model_preferences: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A `sampling/createMessage` request for `Context.ask`."""
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": {"type": "text", "text": messages}}]
+    params: dict[str, Any] = {"messages": messages, "maxTokens": max_tokens}
+    if system_prompt is not None:
+        params["systemPrompt"] = system_prompt
+    if temperature is not None:
+        params["temperature"] = temperature
+    if model_preferences is not None:
+        params["modelPreferences"] = model_preferences
+    return {"method": "sampling/createMessage", "params": params}
+
+
+def elicitation(message: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """A form-mode `elicitation/create` request for `Context.ask`."""
+    return {"method": "elicitation/create", "params": {"mode": "form", "message": message, "requestedSchema": schema}}

@@ -1,45 +1,97 @@
-"""2026-07-28 per-request envelope and multi round-trip input requests.
+"""2026-07-28 per-request envelope and multi round-trip input requests (MRTR).
 
-A 2026-07-28 server cannot send requests to the client. A tool that needs
-sampling or elicitation answers `resultType: "input_required"` with the
-requests it needs; the client retries the same call with `inputResponses`.
-BE-MCP re-runs the tool, and each `ctx.sample`/`ctx.elicit` in order picks its
-answer by key, so a tool is written once for both revisions.
+A 2026-07-28 server cannot send requests to the client. A call that needs
+sampling, elicitation or roots answers `resultType: "input_required"` with
+the requests it needs; the client retries the same call with
+`inputResponses`. BE-MCP re-runs the handler, and each `ctx.ask` finds its
+answers by key, so a tool is written once for both revisions.
+
+Answers from earlier rounds travel in `requestState`, signed with a
+per-process key so a client cannot forge or alter them, and bound to the
+call (method, target, arguments) and a short lifetime.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import secrets
+import time
 from typing import Any
+
+import orjson
 
 from bemcp.errors import InvalidParams, McpError
 from bemcp.protocol import codes, versions
 from bemcp.protocol.exchange import LOG_RANK, Exchange
 
+STATE_TTL_S = 600.0
+_CAPABILITY = {"sampling/createMessage": "sampling", "elicitation/create": "elicitation", "roots/list": "roots"}
+
 
 class InputRequired(Exception):
-    """Raised inside a modern call when it needs an answer the client has not sent yet."""
+    """Raised inside a modern call when it needs answers the client has not sent yet."""
 
-    def __init__(self, key: str, method: str, params: dict[str, Any]) -> None:
-        super().__init__(key)
-        self.requests = {key: {"method": method, "params": params}}
-
-    def result(self) -> dict[str, Any]:
-        return {"resultType": "input_required", "inputRequests": self.requests}
+    def __init__(self, requests: dict[str, dict[str, Any]]) -> None:
+        super().__init__(", ".join(requests))
+        self.requests = requests
 
 
-def enter_modern(ex: Exchange, params: dict[str, Any]) -> None:
+class StateSigner:
+    """Signs and verifies `requestState` tokens (HMAC-SHA256, sign-only)."""
+
+    def __init__(self, key: bytes | None = None) -> None:
+        self._key = key or secrets.token_bytes(32)
+
+    def _mac(self, payload: bytes) -> str:
+        return base64.urlsafe_b64encode(hmac.new(self._key, payload, hashlib.sha256).digest()).decode().rstrip("=")
+
+    def seal(self, binding: str, answers: dict[str, Any]) -> str:
+        payload = orjson.dumps({"b": binding, "r": answers, "e": time.time() + STATE_TTL_S})
+        return base64.urlsafe_b64encode(payload).decode().rstrip("=") + "." + self._mac(payload)
+
+    def open(self, token: Any, binding: str) -> dict[str, Any]:
+        """The answers a token carries; raises InvalidParams for anything forged, stale or foreign."""
+        if not isinstance(token, str) or token.count(".") != 1:
+            raise InvalidParams("invalid requestState")
+        body, mac = token.split(".")
+        try:
+            payload = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+        except ValueError:
+            raise InvalidParams("invalid requestState") from None
+        if not hmac.compare_digest(mac, self._mac(payload)):
+            raise InvalidParams("invalid requestState: signature mismatch")
+        state = orjson.loads(payload)
+        if state.get("b") != binding:
+            raise InvalidParams("invalid requestState: it belongs to a different request")
+        if state.get("e", 0) < time.time():
+            raise InvalidParams("invalid requestState: expired")
+        answers = state.get("r")
+        return answers if isinstance(answers, dict) else {}
+
+
+def binding_of(method: str, params: dict[str, Any]) -> str:
+    """What a requestState is tied to: the method, its target and its arguments."""
+    target = params.get("name", params.get("uri"))
+    digest = hashlib.sha256(orjson.dumps(params.get("arguments"), option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return f"{method}|{target}|{digest}"
+
+
+def enter_modern(ex: Exchange, params: dict[str, Any], signer: StateSigner) -> None:
     """Validate the request's `_meta` envelope and mark the exchange as 2026-07-28."""
     meta = ex.meta
-    version = meta.get(versions.META_PROTOCOL_VERSION)
-    if versions.META_CLIENT_CAPABILITIES not in meta:
-        raise InvalidParams(f"params._meta is missing the required envelope key {versions.META_CLIENT_CAPABILITIES}")
+    missing = [k for k in (versions.META_PROTOCOL_VERSION, versions.META_CLIENT_CAPABILITIES) if k not in meta]
+    if missing:
+        raise InvalidParams(f"params._meta is missing the required envelope key(s): {', '.join(missing)}")
+    version = meta[versions.META_PROTOCOL_VERSION]
     if not isinstance(version, str):
         raise InvalidParams("the protocol-version envelope value must be a string")
     if version not in versions.MODERN:
         raise McpError(
             codes.UNSUPPORTED_PROTOCOL_VERSION,
             "Unsupported protocol version",
-            {"supported": list(versions.SUPPORTED), "requested": version},
+            {"supported": list(versions.MODERN), "requested": version},
         )
     ex.modern = True
     ex.can_request = False
@@ -52,14 +104,16 @@ def enter_modern(ex: Exchange, params: dict[str, Any]) -> None:
         if level not in LOG_RANK:
             raise InvalidParams(f"unknown log level {level!r} in params._meta")
         ex.log_level = level
+    answers: dict[str, Any] = {}
+    if "requestState" in params:
+        answers.update(signer.open(params["requestState"], binding_of(ex.method, params)))
     responses = params.get("inputResponses")
     if responses is not None:
         if not isinstance(responses, dict):
             raise InvalidParams("params.inputResponses must be an object")
-        ex.input_responses = responses
-
-
-_CAPABILITY = {"sampling/createMessage": "sampling", "elicitation/create": "elicitation", "roots/list": "roots"}
+        answers.update(responses)
+    if answers:
+        ex.input_responses = answers
 
 
 def require_capability(ex: Exchange, method: str) -> None:
@@ -73,9 +127,35 @@ def require_capability(ex: Exchange, method: str) -> None:
         )
 
 
-def ask_modern(ex: Exchange, key: str, method: str, params: dict[str, Any]) -> Any:
-    """Return the client's answer for `key`, or stop the call to ask for it."""
-    if ex.input_responses is not None and key in ex.input_responses:
-        return ex.input_responses[key]
-    require_capability(ex, method)
-    raise InputRequired(key, method, params)
+def check_answer(key: str, method: str, answer: Any) -> Any:
+    """Reject an input response that is not shaped like the result of its request."""
+    ok = isinstance(answer, dict) and (
+        (method == "elicitation/create" and answer.get("action") in ("accept", "decline", "cancel"))
+        or (method == "sampling/createMessage" and isinstance(answer.get("content"), (dict, list)))
+        or (method == "roots/list" and isinstance(answer.get("roots"), list))
+    )
+    if not ok:
+        raise InvalidParams(f"inputResponses[{key!r}] is not a valid {method} result", {"key": key})
+    return answer
+
+
+def ask_modern(ex: Exchange, requests: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """All answers for `requests`, or stop the call to ask the client for the missing ones."""
+    have = ex.input_responses or {}
+    missing = {k: r for k, r in requests.items() if k not in have}
+    if missing:
+        for req in missing.values():
+            require_capability(ex, req["method"])
+        raise InputRequired(missing)
+    return {k: check_answer(k, r["method"], have[k]) for k, r in requests.items()}
+
+
+def input_required_result(
+    ex: Exchange, params: dict[str, Any], need: InputRequired, signer: StateSigner
+) -> dict[str, Any]:
+    answered = {k: v for k, v in (ex.input_responses or {}).items() if k not in need.requests}
+    return {
+        "resultType": "input_required",
+        "inputRequests": need.requests,
+        "requestState": signer.seal(binding_of(ex.method, params), answered),
+    }

@@ -72,18 +72,25 @@ class Server:
             "logging/setLevel": self._set_level,
         }
         self._server_info_meta = {versions.META_SERVER_INFO: self.server_info()}
+        self._signer = mrtr.StateSigner()
 
     # -- entry points ------------------------------------------------------
 
-    def capabilities(self) -> dict[str, Any]:
-        caps: dict[str, Any] = {"tools": {"listChanged": True}, "logging": {}}
-        if self.app.resources or self.app.templates:
-            caps["resources"] = {"subscribe": True, "listChanged": True}
-        if self.app.prompts:
-            caps["prompts"] = {"listChanged": True}
-        if self.app.completion_handler is not None:
-            caps["completions"] = {}
-        return caps
+    def capabilities(self, modern: bool = False) -> dict[str, Any]:
+        """What this server offers. Every handler exists, so every feature is declared.
+
+        Change notifications are declared only on the handshake era: on
+        2026-07-28 they ride `subscriptions/listen`, which is not served yet.
+        """
+        if modern:
+            return {"tools": {}, "resources": {}, "prompts": {}, "completions": {}, "logging": {}}
+        return {
+            "tools": {"listChanged": True},
+            "resources": {"subscribe": True, "listChanged": True},
+            "prompts": {"listChanged": True},
+            "completions": {},
+            "logging": {},
+        }
 
     def server_info(self) -> dict[str, Any]:
         info: dict[str, Any] = {"name": self.app.name, "version": self.app.version}
@@ -124,8 +131,8 @@ class Server:
                 token = meta.get("progressToken")
                 if token is not None:
                     ex.progress_token = token
-                if versions.META_PROTOCOL_VERSION in meta:
-                    mrtr.enter_modern(ex, params)
+                if versions.META_PROTOCOL_VERSION in meta or versions.META_CLIENT_CAPABILITIES in meta:
+                    mrtr.enter_modern(ex, params, self._signer)
             if ex.modern:
                 if method in _LEGACY_ONLY:
                     raise MethodNotFound(method)
@@ -216,7 +223,7 @@ class Server:
         return {}
 
     async def _discover(self, params: dict[str, Any], ex: Exchange) -> dict[str, Any]:
-        res: dict[str, Any] = {"supportedVersions": list(versions.MODERN), "capabilities": self.capabilities()}
+        res: dict[str, Any] = {"supportedVersions": list(versions.MODERN), "capabilities": self.capabilities(True)}
         if self.app.instructions:
             res["instructions"] = self.app.instructions
         return res
@@ -256,7 +263,7 @@ class Server:
         if tool.signature.context_param is not None:
             kwargs[tool.signature.context_param] = Context(ex, self.runtime)
         timeout = tool.timeout if tool.timeout is not None else self.runtime.config.call_timeout
-        return await self._run(ex, "tools/call", name, timeout, self._invoke_tool(tool, kwargs))
+        return await self._run(ex, params, "tools/call", name, timeout, self._invoke_tool(tool, kwargs))
 
     async def _invoke_tool(self, tool: ToolDef, kwargs: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -302,7 +309,13 @@ class Server:
         return {"content": _content_list(value)}
 
     async def _run(
-        self, ex: Exchange, method: str, name: str, timeout: float | None, work: Awaitable[dict[str, Any]]
+        self,
+        ex: Exchange,
+        params: dict[str, Any],
+        method: str,
+        name: str,
+        timeout: float | None,
+        work: Awaitable[dict[str, Any]],
     ) -> dict[str, Any] | None:
         """Run one call as a registered task with its deadline and cancellation."""
         tasks = self.runtime.tasks
@@ -327,7 +340,7 @@ class Server:
             return res
         except mrtr.InputRequired as need:
             outcome = "input_required"
-            return need.result()
+            return mrtr.input_required_result(ex, params, need, self._signer)
         except asyncio.CancelledError:
             outcome = "cancelled"
             raise
@@ -365,7 +378,7 @@ class Server:
             value = await res.fn(**kwargs) if res.is_async else await self.runtime.run_sync(res.fn, kwargs)
             return {"contents": _resource_contents(uri, res.mime_type, value)}
 
-        return await self._run(ex, "resources/read", uri, self.runtime.config.call_timeout, read())
+        return await self._run(ex, params, "resources/read", uri, self.runtime.config.call_timeout, read())
 
     async def _subscribe(self, params: dict[str, Any], ex: Exchange) -> dict[str, Any]:
         uri = params.get("uri")
@@ -421,7 +434,7 @@ class Server:
                 res["description"] = prompt.wire["description"]
             return res
 
-        return await self._run(ex, "prompts/get", name, self.runtime.config.call_timeout, get())
+        return await self._run(ex, params, "prompts/get", name, self.runtime.config.call_timeout, get())
 
     # -- completion --------------------------------------------------------
 
@@ -478,8 +491,8 @@ def _resource_contents(uri: str, mime: str | None, value: Any) -> list[dict[str,
         ]
     if isinstance(value, content.EmbeddedResource):
         return [value.contents()]
-    if isinstance(value, dict):
-        return [value]
+    if isinstance(value, dict) and isinstance(value.get("uri"), str) and ("text" in value or "blob" in value):
+        return [value]  # already a wire contents object; any other dict is data, sent as JSON below
     if isinstance(value, (list, tuple)):
         out: list[dict[str, Any]] = []
         for item in value:

@@ -38,6 +38,7 @@ _STATUS = {
     codes.METHOD_NOT_FOUND: 404,
 }
 _NAME_PARAM = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+_ENVELOPE = (versions.META_PROTOCOL_VERSION, versions.META_CLIENT_CAPABILITIES)
 # Start watching for a client disconnect only for calls that outlive this;
 # most calls finish first and never pay for a watcher task.
 _DISCONNECT_WATCH_AFTER = 0.05
@@ -206,9 +207,9 @@ class HttpTransport:
             elif k == b"mcp-session-id":
                 sid = v.decode("latin-1")
             elif k == b"mcp-method":
-                mcp_method = v.decode("latin-1")
+                mcp_method = v.decode("latin-1").strip()
             elif k == b"mcp-name":
-                mcp_name = v.decode("latin-1")
+                mcp_name = v.decode("latin-1").strip()
         if self.options.dns_rebinding_protection:
             if not _trusted_host(host, self.options):
                 await _rpc_error(
@@ -310,22 +311,51 @@ class HttpTransport:
             )
             return
         if modern:
-            await self._post_modern(send, msg, kind, pv, mcp_method, mcp_name)
+            await self._post_modern(receive, send, msg, kind, pv, mcp_method, mcp_name)
         else:
             await self._post_session(receive, send, msg, kind, sid, sse_ok)
 
     async def _post_modern(
-        self, send: Send, msg: Message, kind: Kind, pv: str | None, mcp_method: str | None, mcp_name: str | None
+        self,
+        receive: Receive,
+        send: Send,
+        msg: Message,
+        kind: Kind,
+        pv: str | None,
+        mcp_method: str | None,
+        mcp_name: str | None,
     ) -> None:
         if kind is not Kind.REQUEST:
             # No client notification carries meaning on this wire (cancel = closing the stream).
             await _plain(send, 202, b"")
             return
+        # The spec's order: the version header, the _meta envelope, then header/body agreement;
+        # the version itself is checked by the dispatcher.
+        req_id = msg["id"]
+        if pv is None:
+            await _send_json(
+                send,
+                400,
+                jsonrpc.error(req_id, codes.HEADER_MISMATCH, "Header mismatch: missing MCP-Protocol-Version header"),
+            )
+            return
+        meta = (msg.get("params") or {}).get("_meta")
+        missing = [k for k in _ENVELOPE if not isinstance(meta, dict) or k not in meta]
+        if missing:
+            await _send_json(
+                send,
+                400,
+                jsonrpc.error(
+                    req_id, codes.INVALID_PARAMS, f"Invalid params: params._meta is missing {', '.join(missing)}"
+                ),
+            )
+            return
         mismatch = _header_mismatch(msg, pv, mcp_method, mcp_name)
         if mismatch is not None:
-            await _send_json(send, 400, jsonrpc.error(msg["id"], codes.HEADER_MISMATCH, mismatch))
+            await _send_json(send, 400, jsonrpc.error(req_id, codes.HEADER_MISMATCH, mismatch))
             return
-        await self._serve_request(send, msg, Peer(pv), [], True, modern=True)
+        # Closing the response stream is this revision's cancel, so watch for the disconnect.
+        await self._serve_request(send, msg, Peer(pv), [], True, modern=True, receive=receive)
 
     async def _post_session(
         self, receive: Receive, send: Send, msg: Message, kind: Kind, sid: str | None, sse_ok: bool
