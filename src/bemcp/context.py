@@ -32,11 +32,11 @@ class Context:
 
     @property
     def protocol_version(self) -> str | None:
-        return self._exchange.peer.protocol_version
+        return self._exchange.version
 
     @property
     def client_capabilities(self) -> dict[str, Any]:
-        return self._exchange.peer.client_capabilities
+        return self._exchange.capabilities
 
     @property
     def meta(self) -> dict[str, Any]:

@@ -85,7 +85,7 @@ class Peer:
                 fut.set_exception(NoBackChannel("the client connection closed"))
         self._pending.clear()
         for ex in list(self.inflight.values()):
-            if ex.task is not None and ex.cancel_reason is None:
+            if ex.task is not None and ex.cancel_reason is None and not ex.task.done():
                 ex.cancel_reason = "disconnect"
                 ex.task.cancel()
 
@@ -107,8 +107,19 @@ class Exchange:
     log_level: str | None = None  # 2026-07-28: per-request opt-in
     modern: bool = False
     input_responses: dict[str, Any] | None = None  # 2026-07-28 multi round-trip answers
+    protocol_version: str | None = None  # 2026-07-28: from this request's _meta
+    client_capabilities: dict[str, Any] | None = None  # 2026-07-28: from this request's _meta
     cancel_reason: str | None = None
     task: asyncio.Task[Any] | None = None
+
+    @property
+    def version(self) -> str | None:
+        return self.protocol_version if self.modern else self.peer.protocol_version
+
+    @property
+    def capabilities(self) -> dict[str, Any]:
+        caps = self.client_capabilities if self.modern else self.peer.client_capabilities
+        return caps if caps is not None else {}
 
     async def notify(self, method: str, params: dict[str, Any]) -> None:
         if self.send is not None:
@@ -120,8 +131,27 @@ class Exchange:
             raise NoBackChannel(f"{method}: this transport cannot carry a request to the client")
         req_id = self.peer.next_id()
         fut = self.peer.expect_response(req_id)
+        answered = False
         try:
             await self.send(jsonrpc.request(req_id, method, params))
-            return await asyncio.wait_for(fut, timeout)
+            result = await asyncio.wait_for(fut, timeout)
+            answered = True
+            return result
+        except ClientError:
+            answered = True
+            raise
         finally:
             self.peer.forget(req_id)
+            if not answered and not self.peer.closed:
+                # Timed out or the call was cancelled: tell the client to stop asking its user/model.
+                task = asyncio.current_task()
+                reason = "cancelled" if task is not None and task.cancelling() else "timed out"
+                await self._cancel_outbound(req_id, reason)
+
+    async def _cancel_outbound(self, req_id: RequestId, reason: str) -> None:
+        if self.send is None:
+            return
+        try:
+            await self.send(jsonrpc.notification("notifications/cancelled", {"requestId": req_id, "reason": reason}))
+        except Exception:
+            return  # the stream may be gone; the cancel is best effort

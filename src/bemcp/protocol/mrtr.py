@@ -95,10 +95,9 @@ def enter_modern(ex: Exchange, params: dict[str, Any], signer: StateSigner) -> N
         )
     ex.modern = True
     ex.can_request = False
-    peer = ex.peer
-    peer.protocol_version = version
+    ex.protocol_version = version
     caps = meta[versions.META_CLIENT_CAPABILITIES]
-    peer.client_capabilities = caps if isinstance(caps, dict) else {}
+    ex.client_capabilities = caps if isinstance(caps, dict) else {}
     level = meta.get(versions.META_LOG_LEVEL)
     if level is not None:
         if level not in LOG_RANK:
@@ -119,7 +118,7 @@ def enter_modern(ex: Exchange, params: dict[str, Any], signer: StateSigner) -> N
 def require_capability(ex: Exchange, method: str) -> None:
     """The spec: never send a client request the client did not declare it can answer."""
     cap = _CAPABILITY.get(method)
-    if cap is not None and cap not in ex.peer.client_capabilities:
+    if cap is not None and cap not in ex.capabilities:
         raise McpError(
             codes.MISSING_REQUIRED_CLIENT_CAPABILITY,
             f"{method} needs the client capability {cap!r}",

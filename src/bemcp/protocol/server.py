@@ -189,12 +189,9 @@ class Server:
         # Other notifications (progress, roots/list_changed, ...) need no action.
 
     def cancel(self, peer: Peer, req_id: Any, reason: str) -> bool:
+        """Cancel the peer's in-flight request `req_id`; False when there is none."""
         ex = peer.inflight.get(req_id) if jsonrpc.valid_id(req_id) else None
-        if ex is None or ex.cancel_reason is not None or ex.task is None:
-            return False
-        ex.cancel_reason = reason
-        ex.task.cancel()
-        return True
+        return ex is not None and cancel_exchange(ex, reason)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -463,6 +460,15 @@ class Server:
             got = handler(req)
             values = list(await got if asyncio.iscoroutine(got) else got)  # type: ignore[arg-type]
         return {"completion": {"values": values[:100], "total": len(values), "hasMore": len(values) > 100}}
+
+
+def cancel_exchange(ex: Exchange, reason: str) -> bool:
+    """Cancel the task serving `ex`, recording why; False if it is already cancelled or not running."""
+    if ex.cancel_reason is not None or ex.task is None or ex.task.done():
+        return False
+    ex.cancel_reason = reason
+    ex.task.cancel()
+    return True
 
 
 def _content_list(value: Any) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from typing import Any
 from bemcp.protocol import codes, jsonrpc, versions
 from bemcp.protocol.exchange import Exchange, Peer
 from bemcp.protocol.jsonrpc import Kind, Message
-from bemcp.protocol.server import Server
+from bemcp.protocol.server import Server, cancel_exchange
 from bemcp.transports.sessions import Session, SessionStore
 
 log = logging.getLogger("bemcp.http")
@@ -136,6 +136,8 @@ class HttpTransport:
             server, max_sessions=self.options.max_sessions, idle_timeout=self.options.session_idle_timeout
         )
         self._path = self.options.path
+        # 2026-07-28 requests carry their own version and capabilities; they share one session-less peer.
+        self._stateless = Peer()
         self.draining = False
         self.extra_routes: dict[str, Callable[[], Awaitable[tuple[int, bytes, bytes]]]] = {}
 
@@ -355,7 +357,7 @@ class HttpTransport:
             await _send_json(send, 400, jsonrpc.error(req_id, codes.HEADER_MISMATCH, mismatch))
             return
         # Closing the response stream is this revision's cancel, so watch for the disconnect.
-        await self._serve_request(send, msg, Peer(pv), [], True, modern=True, receive=receive)
+        await self._serve_request(send, msg, self._stateless, [], True, modern=True, receive=receive)
 
     async def _post_session(
         self, receive: Receive, send: Send, msg: Message, kind: Kind, sid: str | None, sse_ok: bool
@@ -411,7 +413,8 @@ class HttpTransport:
         req_id = msg["id"]
         ex = Exchange(peer, req_id, msg["method"], reply.message, can_request=sse_ok and not modern)
         ex.task = task = asyncio.current_task()
-        peer.inflight[req_id] = ex
+        if not modern:  # 2026-07-28 ids are not scoped to a session, and its cancel is the disconnect
+            peer.inflight[req_id] = ex
         loop = asyncio.get_running_loop()
         watcher: list[asyncio.Task[None]] = []
         timer = loop.call_later(_DISCONNECT_WATCH_AFTER, self._watch, watcher, receive, ex) if receive else None
@@ -444,7 +447,7 @@ class HttpTransport:
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
-                    self.server.cancel(ex.peer, ex.request_id, "disconnect")
+                    cancel_exchange(ex, "disconnect")
                     return
 
         holder.append(asyncio.get_running_loop().create_task(watch(), name="bemcp-disconnect-watch"))
