@@ -29,6 +29,9 @@ class ServeConfig:
     debug: bool = False
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
 class ConfigError(ValueError):
     """A configuration value that cannot be used."""
 
@@ -49,8 +52,12 @@ def _coerce(field: dataclasses.Field[Any], raw: Any, source: str) -> Any:
                 return False
             raise ValueError(raw)
         if "float" in kind:
+            if isinstance(raw, bool):  # TOML `true` is not a number of seconds
+                raise ValueError(raw)
             return float(raw)
         if "int" in kind:
+            if isinstance(raw, (bool, float)):  # int() would silently truncate 1.9 or turn true into 1
+                raise ValueError(raw)
             return int(raw)
         return str(raw)
     except (TypeError, ValueError):
@@ -86,4 +93,6 @@ def load(cli: dict[str, Any], config_file: str | None = None, env: dict[str, str
             setattr(cfg, name, value)
     if cfg.transport not in ("stdio", "http"):
         raise ConfigError(f"transport must be stdio or http, not {cfg.transport!r}")
+    if cfg.log_level.lower() not in LOG_LEVELS:  # the CLI's choices; env and TOML values bypass argparse
+        raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, not {cfg.log_level!r}")
     return cfg

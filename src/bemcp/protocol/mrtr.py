@@ -60,7 +60,8 @@ class StateSigner:
             payload = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
         except ValueError:
             raise InvalidParams("invalid requestState") from None
-        if not hmac.compare_digest(mac, self._mac(payload)):
+        # compare_digest raises TypeError on non-ASCII str: compare bytes.
+        if not hmac.compare_digest(mac.encode(), self._mac(payload).encode()):
             raise InvalidParams("invalid requestState: signature mismatch")
         state = orjson.loads(payload)
         if state.get("b") != binding:
@@ -100,8 +101,9 @@ def enter_modern(ex: Exchange, params: dict[str, Any], signer: StateSigner) -> N
     ex.client_capabilities = caps if isinstance(caps, dict) else {}
     level = meta.get(versions.META_LOG_LEVEL)
     if level is not None:
-        if level not in LOG_RANK:
-            raise InvalidParams(f"unknown log level {level!r} in params._meta")
+        if not isinstance(level, str) or level not in LOG_RANK:
+            shown = repr(level) if isinstance(level, str) else f"of type {type(level).__name__}"
+            raise InvalidParams(f"unknown log level {shown} in params._meta")
         ex.log_level = level
     answers: dict[str, Any] = {}
     if "requestState" in params:

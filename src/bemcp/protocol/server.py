@@ -227,8 +227,9 @@ class Server:
 
     async def _set_level(self, params: dict[str, Any], ex: Exchange) -> dict[str, Any]:
         level = params.get("level")
-        if level not in LOG_RANK:
-            raise InvalidParams(f"unknown log level {level!r}", {"levels": list(LOG_RANK)})
+        if not isinstance(level, str) or level not in LOG_RANK:
+            shown = repr(level) if isinstance(level, str) else f"of type {type(level).__name__}"
+            raise InvalidParams(f"unknown log level {shown}", {"levels": list(LOG_RANK)})
         ex.peer.log_level = level
         return {}
 

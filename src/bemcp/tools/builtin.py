@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import psutil
@@ -28,10 +29,11 @@ def add_builtin_tools(app: App, runtime: Runtime) -> None:
     async def server_health() -> Health:
         """Report the server's health: uptime, calls in flight, outcomes so far and memory use."""
         tasks = runtime.tasks
+        me = asyncio.current_task()  # this health call is itself a tracked call; do not count it
         return Health(
             status="ok",
             uptime_s=round(runtime.uptime, 3),
-            in_flight=tasks.in_flight,
+            in_flight=sum(1 for rec in tasks.inflight.values() if rec.task is not me),
             completed=dict(tasks.completed),
             pid=proc.pid,
             rss_bytes=proc.memory_info().rss,

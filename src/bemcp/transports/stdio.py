@@ -34,8 +34,7 @@ class _Writer:
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
-        mode = os.fstat(self._stream.fileno()).st_mode
-        if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode):
+        if _pollable(self._stream):
             transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, self._stream)
             transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
             self._writer = asyncio.StreamWriter(transport, protocol, None, loop)
@@ -87,10 +86,10 @@ class StdioTransport:
         self.peer.standalone = self._out.send
         self.server.peers.add(self.peer)
         reader = asyncio.StreamReader(limit=self.max_message_bytes, loop=loop)
-        try:
+        if _pollable(self._stdin):
             await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop), self._stdin)
-        except ValueError:  # a regular file cannot be a read pipe; read it in a thread
-            reader = await _file_reader(self._stdin, loop)
+        else:  # a regular file or /dev/null cannot be watched by the loop; read it in a thread
+            reader = await _file_reader(self._stdin, loop, self.max_message_bytes)
         try:
             await self._read_loop(reader)
         finally:
@@ -185,8 +184,18 @@ class StdioTransport:
         await self._out.close()
 
 
-async def _file_reader(stream: BinaryIO, loop: asyncio.AbstractEventLoop) -> asyncio.StreamReader:
-    reader = asyncio.StreamReader(loop=loop)
+def _pollable(stream: BinaryIO) -> bool:
+    """Whether the event loop can watch `stream`: a pipe, socket or terminal, not a file or /dev/null.
+
+    uvloop (libuv) aborts the process instead of raising when asked to watch the others.
+    """
+    fd = stream.fileno()
+    mode = os.fstat(fd).st_mode
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or (stat.S_ISCHR(mode) and os.isatty(fd))
+
+
+async def _file_reader(stream: BinaryIO, loop: asyncio.AbstractEventLoop, limit: int) -> asyncio.StreamReader:
+    reader = asyncio.StreamReader(limit=limit, loop=loop)
     data = await loop.run_in_executor(None, stream.read)
     reader.feed_data(data)
     reader.feed_eof()
