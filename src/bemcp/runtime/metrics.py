@@ -1,0 +1,142 @@
+"""A small Prometheus registry: counters, gauges and histograms with labels, and the text exposition format.
+
+Updates are plain dict and float operations, cheap enough for the hot path;
+rendering happens only when `/metrics` is scraped. Gauges may be read from a
+callback at scrape time, so values that already live elsewhere are not copied.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+LabelValues = tuple[str, ...]
+
+
+def _fmt(value: float) -> str:
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
+
+
+def _labels(names: tuple[str, ...], values: LabelValues, extra: str = "") -> str:
+    parts = [f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True)]
+    if extra:
+        parts.append(extra)
+    return "{" + ",".join(parts) + "}" if parts else ""
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+class Counter:
+    def __init__(self, name: str, doc: str, labels: tuple[str, ...] = ()) -> None:
+        self.name, self.doc, self.label_names = name, doc, labels
+        self.values: dict[LabelValues, float] = {} if labels else {(): 0.0}
+
+    def inc(self, *labels: str, amount: float = 1.0) -> None:
+        self.values[labels] = self.values.get(labels, 0.0) + amount
+
+    def get(self, *labels: str) -> float:
+        return self.values.get(labels, 0.0)
+
+    def render(self) -> Iterable[str]:
+        yield f"# HELP {self.name} {self.doc}"
+        yield f"# TYPE {self.name} counter"
+        for lv, v in sorted(self.values.items()):
+            yield f"{self.name}{_labels(self.label_names, lv)} {_fmt(v)}"
+
+
+class Gauge:
+    def __init__(
+        self, name: str, doc: str, labels: tuple[str, ...] = (), read: Callable[[], float] | None = None
+    ) -> None:
+        self.name, self.doc, self.label_names = name, doc, labels
+        self.values: dict[LabelValues, float] = {}
+        self._read = read
+
+    def set(self, value: float, *labels: str) -> None:
+        self.values[labels] = value
+
+    def render(self) -> Iterable[str]:
+        yield f"# HELP {self.name} {self.doc}"
+        yield f"# TYPE {self.name} gauge"
+        if self._read is not None:
+            yield f"{self.name} {_fmt(float(self._read()))}"
+        for lv, v in sorted(self.values.items()):
+            yield f"{self.name}{_labels(self.label_names, lv)} {_fmt(v)}"
+
+
+_INF = 'le="+Inf"'
+DEFAULT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Histogram:
+    def __init__(
+        self, name: str, doc: str, labels: tuple[str, ...] = (), buckets: tuple[float, ...] = DEFAULT_BUCKETS
+    ) -> None:
+        self.name, self.doc, self.label_names = name, doc, labels
+        self.buckets = buckets
+        # Per label set: [counts per bucket (non-cumulative) + overflow, sum]
+        self.series: dict[LabelValues, tuple[list[int], list[float]]] = {}
+
+    def observe(self, value: float, *labels: str) -> None:
+        s = self.series.get(labels)
+        if s is None:
+            s = self.series[labels] = ([0] * (len(self.buckets) + 1), [0.0])
+        s[0][bisect.bisect_left(self.buckets, value)] += 1
+        s[1][0] += value
+
+    def count(self, *labels: str) -> int:
+        s = self.series.get(labels)
+        return sum(s[0]) if s else 0
+
+    def render(self) -> Iterable[str]:
+        yield f"# HELP {self.name} {self.doc}"
+        yield f"# TYPE {self.name} histogram"
+        for lv, (counts, total) in sorted(self.series.items()):
+            running = 0
+            for bound, n in zip(self.buckets, counts, strict=False):
+                running += n
+                le = 'le="' + _fmt(bound) + '"'
+                yield f"{self.name}_bucket{_labels(self.label_names, lv, le)} {running}"
+            running += counts[-1]
+            yield f"{self.name}_bucket{_labels(self.label_names, lv, _INF)} {running}"
+            yield f"{self.name}_sum{_labels(self.label_names, lv)} {_fmt(total[0])}"
+            yield f"{self.name}_count{_labels(self.label_names, lv)} {running}"
+
+
+M = TypeVar("M", Counter, Gauge, Histogram)
+
+
+class Registry:
+    """Owns a set of metrics and renders them in the Prometheus text format (version 0.0.4)."""
+
+    def __init__(self, prefix: str = "bemcp") -> None:
+        self.prefix = prefix
+        self._metrics: list[Counter | Gauge | Histogram] = []
+
+    def counter(self, name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+        return self._add(Counter(f"{self.prefix}_{name}", doc, labels))
+
+    def gauge(
+        self, name: str, doc: str, labels: tuple[str, ...] = (), read: Callable[[], float] | None = None
+    ) -> Gauge:
+        return self._add(Gauge(f"{self.prefix}_{name}", doc, labels, read))
+
+    def histogram(
+        self, name: str, doc: str, labels: tuple[str, ...] = (), buckets: tuple[float, ...] = DEFAULT_BUCKETS
+    ) -> Histogram:
+        return self._add(Histogram(f"{self.prefix}_{name}", doc, labels, buckets))
+
+    def _add(self, metric: M) -> M:
+        self._metrics.append(metric)
+        return metric
+
+    def render(self) -> str:
+        return "\n".join(line for m in self._metrics for line in m.render()) + "\n"
