@@ -1,0 +1,333 @@
+"""Admission control: the concurrency ceiling every call passes, with a bounded FIFO wait queue.
+
+`Admission.acquire()` sits on the hot path of every call. When a slot is
+free and nobody is queued it returns at once, without suspending and without
+allocating anything but the `Token` (and the coroutine, which
+`try_acquire()` avoids). Otherwise the caller queues for at most
+`queue_timeout` seconds, or is refused at once when the queue is full. How
+many slots exist is the `LimitAlgorithm`'s decision, fed by `Token.release`.
+
+Not thread-safe: acquire and release on the event loop that owns it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from bemcp.errors import McpError
+from bemcp.protocol import codes
+from bemcp.runtime.limits import LimitAlgorithm
+
+Reason = Literal["concurrency_limit", "queue_timeout", "draining"]
+Outcome = Literal["success", "dropped", "ignore"]
+
+REASONS: Final[tuple[Reason, ...]] = ("concurrency_limit", "queue_timeout", "draining")
+RETRY_AFTER_MIN_MS: Final = 50
+RETRY_AFTER_MAX_MS: Final = 5000
+
+
+def _message(reason: str, limit: int, retry_after_ms: int) -> str:
+    retry = f"retry after {retry_after_ms} ms"
+    if reason == "concurrency_limit":
+        return f"Server busy: concurrency limit {limit} reached and the wait queue is full; {retry}"
+    if reason == "queue_timeout":
+        return f"Server busy: concurrency limit {limit} reached and no slot freed within the queue timeout; {retry}"
+    if reason == "draining":
+        return f"Server is draining and accepts no new calls; {retry}"
+    return f"Server busy ({reason}); {retry}"
+
+
+class Overloaded(McpError):
+    """A call refused admission, answered as JSON-RPC error `codes.OVERLOADED`.
+
+    `reason` is one of `REASONS` when `Admission` raises it; other parts of the
+    server may refuse for reasons of their own (memory_pressure, say).
+    """
+
+    def __init__(self, reason: str, retry_after_ms: int, limit: int, in_flight: int, queued: int) -> None:
+        self.reason = reason
+        self.retry_after_ms = retry_after_ms
+        self.limit = limit
+        self.in_flight = in_flight
+        self.queued = queued
+        super().__init__(codes.OVERLOADED, _message(reason, limit, retry_after_ms), self.to_error_data())
+
+    def to_error_data(self) -> dict[str, Any]:
+        return {
+            "reason": self.reason,
+            "retry_after_ms": self.retry_after_ms,
+            "limit": self.limit,
+            "in_flight": self.in_flight,
+            "queued": self.queued,
+        }
+
+
+class Token:
+    """One admitted call's slot; release it exactly once when the call ends.
+
+    Outcomes: "success" and "dropped" (ended in a way that signals overload,
+    such as a timeout) teach the limit algorithm; "ignore" (cancelled by the
+    client, failed before doing real work) frees the slot without teaching
+    it anything. Releasing again is a no-op, so `finally:` blocks are safe.
+    """
+
+    __slots__ = ("_admission", "_in_flight", "_start_ns")
+
+    def __init__(self, admission: Admission, start_ns: int, in_flight: int) -> None:
+        self._admission: Admission | None = admission
+        self._start_ns = start_ns
+        self._in_flight = in_flight
+
+    @property
+    def released(self) -> bool:
+        return self._admission is None
+
+    def release(self, outcome: Outcome = "success") -> None:
+        admission = self._admission
+        if admission is None:
+            return
+        if outcome not in ("success", "dropped", "ignore"):
+            raise ValueError(f"unknown outcome {outcome!r}")
+        self._admission = None
+        admission._release(self._start_ns, self._in_flight, outcome)
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionSnapshot:
+    """Counters at one moment.
+
+    Every `acquire()` ends in exactly one of admitted, rejected or cancelled,
+    or is still queued.
+    """
+
+    limit: int
+    in_flight: int
+    queued: int
+    peak_in_flight: int
+    admitted: int
+    rejected: dict[str, int]
+    cancelled: int
+    draining: bool
+    avg_call_ms: float
+
+
+class Admission:
+    """The concurrency ceiling in front of every call.
+
+    `limit` decides how many calls run at once; up to `queue_size` more wait
+    in FIFO order for at most `queue_timeout` seconds (None: no timeout);
+    `clock` is a monotonic clock in nanoseconds, used to time calls.
+
+    Defaults: queue_size=1000, queue_timeout=1.0, clock=time.monotonic_ns.
+    """
+
+    def __init__(
+        self,
+        limit: LimitAlgorithm,
+        *,
+        queue_size: int = 1000,
+        queue_timeout: float | None = 1.0,
+        clock: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
+        if queue_size < 0:
+            raise ValueError(f"queue_size must be >= 0, got {queue_size}")
+        if queue_timeout is not None and queue_timeout < 0:
+            raise ValueError(f"queue_timeout must be >= 0 or None, got {queue_timeout}")
+        self._algorithm = limit
+        self._cap = limit.limit  # cached: read on every acquire, changes only in on_sample
+        self._queue_size = queue_size
+        self._queue_timeout = queue_timeout
+        self._clock = clock
+        # A waiter's future resolves to None when granted a slot, or to the reason it was refused.
+        # OrderedDict: FIFO pop from the front and O(1) removal of a cancelled waiter.
+        self._waiters: OrderedDict[asyncio.Future[Reason | None], None] = OrderedDict()
+        self._in_flight = 0
+        self._peak = 0
+        self._draining = False
+        self._admitted = 0
+        self._cancelled = 0
+        self._rejected: dict[str, int] = dict.fromkeys(REASONS, 0)
+        self._avg_call_ns = 0
+
+    @property
+    def algorithm(self) -> LimitAlgorithm:
+        return self._algorithm
+
+    @property
+    def limit(self) -> int:
+        return self._cap
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def queued(self) -> int:
+        return len(self._waiters)
+
+    @property
+    def peak_in_flight(self) -> int:
+        return self._peak
+
+    @property
+    def admitted(self) -> int:
+        return self._admitted
+
+    @property
+    def cancelled(self) -> int:
+        return self._cancelled
+
+    @property
+    def rejected(self) -> dict[str, int]:
+        return dict(self._rejected)
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    def try_acquire(self) -> Token | None:
+        """Take a free slot if there is one and nobody is queued for it; never waits or refuses.
+
+        A None is no refusal and counts as nothing: follow it with `acquire()`.
+        `try_acquire() or await acquire()` saves creating a coroutine per call.
+        """
+        if not self._waiters and self._in_flight < self._cap and not self._draining:
+            n = self._in_flight = self._in_flight + 1
+            if n > self._peak:
+                self._peak = n
+            self._admitted += 1
+            return Token(self, self._clock(), n)
+        return None
+
+    async def acquire(self) -> Token:
+        """Take a slot, waiting in the queue if need be; raises `Overloaded` when refused."""
+        token = self.try_acquire()
+        if token is not None:
+            return token
+        return await self._wait()
+
+    async def _wait(self) -> Token:
+        if self._draining:
+            raise self._refuse("draining")
+        if len(self._waiters) >= self._queue_size:
+            raise self._refuse("concurrency_limit")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Reason | None] = loop.create_future()
+        self._waiters[fut] = None
+        # Normally a no-op; serves the queue if the limit grew without a release.
+        self._grant()
+        timer = None if self._queue_timeout is None else loop.call_later(self._queue_timeout, self._expire, fut)
+        try:
+            reason = await fut
+        except asyncio.CancelledError:
+            self._abandon(fut)
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if reason is not None:
+            raise self._refuse(reason)
+        self._admitted += 1
+        return Token(self, self._clock(), self._in_flight)
+
+    def _grant(self) -> None:
+        waiters = self._waiters
+        while waiters and self._in_flight < self._cap:
+            fut, _ = waiters.popitem(last=False)
+            if fut.done():  # cancelled; its task has not run its cleanup yet
+                continue
+            n = self._in_flight = self._in_flight + 1
+            if n > self._peak:
+                self._peak = n
+            fut.set_result(None)
+
+    def _expire(self, fut: asyncio.Future[Reason | None]) -> None:
+        if not fut.done():
+            self._waiters.pop(fut, None)
+            fut.set_result("queue_timeout")
+
+    def _abandon(self, fut: asyncio.Future[Reason | None]) -> None:
+        self._cancelled += 1
+        if fut.done() and not fut.cancelled() and fut.result() is None:
+            # Granted a slot in the same tick the caller was cancelled: the slot
+            # is ours to give back, or the next waiter would wait for nothing.
+            self._in_flight -= 1
+            self._grant()
+        else:
+            self._waiters.pop(fut, None)
+
+    def _release(self, start_ns: int, in_flight: int, outcome: Outcome) -> None:
+        now = self._clock()
+        rtt = now - start_ns
+        avg = self._avg_call_ns
+        self._avg_call_ns = rtt if avg == 0 else avg + ((rtt - avg) >> 4)
+        self._in_flight -= 1
+        if outcome == "ignore":
+            if self._waiters:
+                self._grant()
+            return
+        try:
+            self._algorithm.on_sample(now, rtt, in_flight, outcome == "dropped")
+        finally:
+            # Even if the algorithm raised, the slot is free and waiters must hear of it.
+            self._cap = self._algorithm.limit
+            if self._waiters:
+                self._grant()
+
+    def _refuse(self, reason: Reason) -> Overloaded:
+        self._rejected[reason] += 1
+        return Overloaded(reason, self.retry_after_ms(reason), self._cap, self._in_flight, len(self._waiters))
+
+    def retry_after_ms(self, reason: Reason = "concurrency_limit") -> int:
+        """When a refused caller should try again, in [RETRY_AFTER_MIN_MS, RETRY_AFTER_MAX_MS].
+
+        A slot frees about every `avg_call / limit`, so the queue ahead plus
+        the caller drains in `avg_call * (queued + 1) / limit`. Before any call
+        has finished, a call is assumed to last one queue timeout (or 1 s).
+        A draining server is not coming back soon: the maximum.
+        """
+        if reason == "draining":
+            return RETRY_AFTER_MAX_MS
+        avg_ns = self._avg_call_ns or (self._queue_timeout or 1.0) * 1e9
+        ms = avg_ns * (len(self._waiters) + 1) / (max(self._cap, 1) * 1e6)
+        return int(min(RETRY_AFTER_MAX_MS, max(RETRY_AFTER_MIN_MS, ms)))
+
+    def set_draining(self, draining: bool = True) -> None:
+        """Refuse new and queued callers with `draining` (calls already admitted run on), or stop doing so."""
+        self._draining = draining
+        if draining:
+            waiters = self._waiters
+            while waiters:
+                fut, _ = waiters.popitem(last=False)
+                if not fut.done():
+                    fut.set_result("draining")
+
+    def wake(self) -> None:
+        """Re-read the algorithm's limit and admit waiters it now has room for.
+
+        Releases do this by themselves; call it after changing the limit any
+        other way (a configuration reload, say).
+        """
+        self._cap = self._algorithm.limit
+        self._grant()
+
+    def snapshot(self) -> AdmissionSnapshot:
+        return AdmissionSnapshot(
+            limit=self._cap,
+            in_flight=self._in_flight,
+            queued=len(self._waiters),
+            peak_in_flight=self._peak,
+            admitted=self._admitted,
+            rejected=dict(self._rejected),
+            cancelled=self._cancelled,
+            draining=self._draining,
+            avg_call_ms=self._avg_call_ns / 1e6,
+        )
+
+    def __repr__(self) -> str:
+        return f"Admission(limit={self._cap}, in_flight={self._in_flight}, queued={len(self._waiters)})"
