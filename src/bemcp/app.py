@@ -41,10 +41,8 @@ class ToolDef:
     annotations: dict[str, Any]
     timeout: float | None
     wire: dict[str, Any]
-
-    @property
-    def read_only(self) -> bool:
-        return bool(self.annotations.get("readOnlyHint"))
+    read_only: bool = False
+    essential: bool = False  # skips shedding and admission: for health checks only
 
 
 @dataclass(slots=True)
@@ -189,7 +187,9 @@ class App:
         annotations: dict[str, Any] | None = None,
         timeout: float | None = None,
         meta: dict[str, Any] | None = None,
+        essential: bool = False,
     ) -> ToolDef:
+        """Register `fn` as a tool; `essential` tools (health checks) skip load shedding and admission."""
         tool_name = name or fn.__name__
         sig = schema.analyse(fn, f"{tool_name}_arguments")
         output = schema.output_for(fn)
@@ -205,7 +205,19 @@ class App:
             wire["annotations"] = dict(annotations)
         if meta:
             wire["_meta"] = meta
-        tool = ToolDef(tool_name, fn, _is_async(fn), sig, output, dict(annotations or {}), timeout, wire)
+        hints = dict(annotations or {})
+        tool = ToolDef(
+            tool_name,
+            fn,
+            _is_async(fn),
+            sig,
+            output,
+            hints,
+            timeout,
+            wire,
+            read_only=bool(hints.get("readOnlyHint")),
+            essential=essential,
+        )
         self.tools[tool_name] = tool
         return tool
 

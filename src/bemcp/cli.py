@@ -32,6 +32,49 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--debug", action="store_const", const=True, help="tracebacks in tool errors")
     p.add_argument("--config", help="a TOML file ([serve] table or top-level keys)")
+    g = p.add_argument_group("protection")
+    g.add_argument(
+        "--stress-tools",
+        action="store_const",
+        const=True,
+        help="register the workload tools (denial-of-service by design; never in production)",
+    )
+    g.add_argument("--max-concurrency", type=int, help="calls running at once (default 1000)")
+    g.add_argument("--queue-size", type=int, help="calls waiting for a slot; past it: overload error (default 1000)")
+    g.add_argument("--queue-timeout-ms", type=float, help="how long a call may wait for a slot (default 1000)")
+    g.add_argument(
+        "--limit",
+        choices=["fixed", "adaptive", "vegas"],
+        help="the concurrency limit: fixed at --max-concurrency, or adaptive (Gradient2) / vegas, "
+        "learning the limit from latency up to --max-concurrency (default fixed)",
+    )
+    g.add_argument("--memory-fraction", type=float, help="memory budget as a fraction of the limit (default 0.8)")
+    g.add_argument(
+        "--memory-limit-mb",
+        type=float,
+        help="the memory limit to budget from, instead of the detected cgroup or physical limit",
+    )
+    g.add_argument("--stall-threshold", type=float, help="seconds of event-loop stall the watchdog records (1)")
+    g.add_argument(
+        "--emergency-threshold",
+        type=float,
+        help="seconds of stall after which the server exits with code 75 (default 30)",
+    )
+    g.add_argument("--drain-timeout", type=float, help="seconds a drain waits for in-flight calls (default 10)")
+    g.add_argument(
+        "--supervise",
+        action="store_true",
+        help="run the server as a child process, restarting it after an abnormal exit",
+    )
+
+
+def _supervise(argv: list[str]) -> int:
+    import logging
+
+    from bemcp.runtime.supervisor import Supervisor, build_child_argv
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return Supervisor(build_child_argv(argv)).run()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,7 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         from bemcp import config, serve
 
-        given = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+        if args.supervise:
+            return _supervise(list(sys.argv[1:] if argv is None else argv))
+        given = {k: v for k, v in vars(args).items() if k not in ("command", "config", "supervise")}
         try:
             cfg = config.load(given, args.config)
             return serve.run(cfg)

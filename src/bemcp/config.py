@@ -27,6 +27,17 @@ class ServeConfig:
     log_file: str | None = None
     log_level: str = "warning"
     debug: bool = False
+    stress_tools: bool = False
+    max_concurrency: int = 1000
+    queue_size: int = 1000
+    queue_timeout_ms: float = 1000.0
+    limit: str = "fixed"
+    memory_fraction: float = 0.8
+    memory_limit_mb: float | None = None
+    stall_threshold: float = 1.0
+    emergency_threshold: float = 30.0
+    drain_timeout: float = 10.0
+    task_log: bool = True
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -93,6 +104,15 @@ def load(cli: dict[str, Any], config_file: str | None = None, env: dict[str, str
             setattr(cfg, name, value)
     if cfg.transport not in ("stdio", "http"):
         raise ConfigError(f"transport must be stdio or http, not {cfg.transport!r}")
+    if cfg.limit not in ("fixed", "adaptive", "vegas"):
+        raise ConfigError(f"limit must be fixed, adaptive or vegas, not {cfg.limit!r}")
+    if not 0 < cfg.memory_fraction <= 1:
+        raise ConfigError(f"memory_fraction must be in (0, 1], not {cfg.memory_fraction}")
+    for name in ("max_concurrency", "sync_workers", "max_sessions"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{name} must be at least 1, not {getattr(cfg, name)}")
+    if cfg.queue_size < 0 or cfg.queue_timeout_ms < 0:
+        raise ConfigError("queue_size and queue_timeout_ms must not be negative")
     if cfg.log_level.lower() not in LOG_LEVELS:  # the CLI's choices; env and TOML values bypass argparse
         raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, not {cfg.log_level!r}")
     return cfg

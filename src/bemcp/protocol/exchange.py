@@ -68,12 +68,19 @@ class Peer:
 
     def deliver(self, msg: Message) -> bool:
         """Resolve a pending server-to-client request; False when nothing waited for it."""
-        fut = self._pending.pop(msg.get("id"), None)  # type: ignore[arg-type]
+        req_id: Any = msg.get("id")
+        # Any JSON can arrive here: an unhashable id or a non-integer code must not raise.
+        fut = self._pending.pop(req_id, None) if jsonrpc.valid_id(req_id) else None
         if fut is None or fut.done():
             return False
         if "error" in msg:
             err = msg["error"] if isinstance(msg["error"], dict) else {}
-            fut.set_exception(ClientError(int(err.get("code", 0)), str(err.get("message", "")), err.get("data")))
+            code, message = err.get("code"), err.get("message")
+            fut.set_exception(
+                ClientError(
+                    code if isinstance(code, int) else 0, message if isinstance(message, str) else "", err.get("data")
+                )
+            )
         else:
             fut.set_result(msg.get("result"))
         return True

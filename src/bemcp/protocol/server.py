@@ -8,10 +8,12 @@ becomes -32603 here, so a client can never crash the server.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import time
 import traceback
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 import pydantic
 
@@ -32,6 +34,12 @@ Handler = Callable[[dict[str, Any], Exchange], Awaitable[dict[str, Any] | None]]
 _PRE_INIT = frozenset({"initialize", "ping"})
 # Cancellations the client asked for (or caused by going away) get no response.
 _SILENT_CANCEL = frozenset({"client", "disconnect"})
+# How a call's outcome feeds the adaptive limit: timeouts are drops; cancels and partial calls say nothing.
+_SAMPLE: dict[str, Literal["success", "dropped", "ignore"]] = {
+    "ok": "success",
+    "error": "success",
+    "timeout": "dropped",
+}
 # Removed in 2026-07-28: answered -32601 on modern requests.
 _LEGACY_ONLY = frozenset({"initialize", "ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"})
 # 2026-07-28 results that carry caching hints.
@@ -157,7 +165,7 @@ class Server:
                 return None  # the spec: no response to a request the client cancelled
             return jsonrpc.error(
                 req_id,
-                codes.CALL_TIMEOUT if reason == "deadline" else codes.INTERNAL_ERROR,
+                codes.CALL_TIMEOUT if reason in ("deadline", "watchdog") else codes.INTERNAL_ERROR,
                 f"{method} was cancelled by the server: {reason}",
                 {"reason": reason},
             )
@@ -261,7 +269,16 @@ class Server:
         if tool.signature.context_param is not None:
             kwargs[tool.signature.context_param] = Context(ex, self.runtime)
         timeout = tool.timeout if tool.timeout is not None else self.runtime.config.call_timeout
-        return await self._run(ex, params, "tools/call", name, timeout, self._invoke_tool(tool, kwargs))
+        return await self._run(
+            ex,
+            params,
+            "tools/call",
+            name,
+            timeout,
+            functools.partial(self._invoke_tool, tool, kwargs),
+            read_only=tool.read_only,
+            essential=tool.essential,
+        )
 
     async def _invoke_tool(self, tool: ToolDef, kwargs: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -279,7 +296,11 @@ class Server:
             if self.runtime.config.debug:
                 text += "\n" + traceback.format_exc()
             return {"content": [{"type": "text", "text": text}], "isError": True}
-        return self._tool_result(tool, value)
+        try:
+            return self._tool_result(tool, value)
+        except TypeError as e:  # orjson.JSONEncodeError: e.g. an int past 64 bits
+            text = f"Tool {tool.name} returned a value that cannot be sent as JSON: {e}"
+            return {"content": [{"type": "text", "text": text}], "isError": True}
 
     def _tool_result(self, tool: ToolDef, value: Any) -> dict[str, Any]:
         if isinstance(value, content.ToolResult):
@@ -313,19 +334,35 @@ class Server:
         method: str,
         name: str,
         timeout: float | None,
-        work: Awaitable[dict[str, Any]],
+        work: Callable[[], Awaitable[dict[str, Any]]],
+        *,
+        read_only: bool = True,
+        essential: bool = False,
     ) -> dict[str, Any] | None:
-        """Run one call as a registered task with its deadline and cancellation."""
-        tasks = self.runtime.tasks
-        rec = tasks.begin(method, name, timeout)
+        """Run one call through the protections: shedding, admission, a registered task, its deadline.
+
+        `essential` calls (health checks) skip shedding and admission, so a
+        server under pressure can still say how it is.
+        """
+        rt = self.runtime
+        token = None
+        if not essential:
+            refused = rt.shed(read_only)
+            if refused is not None:
+                rt.metrics.shed.inc(refused.reason)
+                raise refused
+            token = rt.admission.try_acquire() or await rt.admission.acquire()
+        tasks = rt.tasks
+        rec = tasks.begin(method, name, timeout, functools.partial(cancel_exchange, ex))
+        rt.tasklog.task_started(rec.id, method, name, ex.request_id, timeout)
         outcome = "error"
         try:
             if timeout is None:
-                res = await work
+                res = await work()
             else:
                 try:
                     async with asyncio.timeout(timeout):
-                        res = await work
+                        res = await work()
                 except TimeoutError:
                     ex.cancel_reason = "deadline"
                     outcome = "timeout"
@@ -342,8 +379,17 @@ class Server:
         except asyncio.CancelledError:
             outcome = "cancelled"
             raise
+        except McpError:
+            outcome = "protocol_error" if outcome == "error" else outcome
+            raise
         finally:
+            if token is not None:
+                token.release(_SAMPLE.get(outcome, "ignore"))
             tasks.end(rec, outcome)
+            duration = time.monotonic() - rec.started
+            rt.metrics.completed.inc(outcome)
+            rt.metrics.latency.observe(duration, method)
+            rt.tasklog.task_finished(rec.id, method, name, outcome, duration * 1000)
 
     # -- resources ---------------------------------------------------------
 
@@ -376,7 +422,7 @@ class Server:
             value = await res.fn(**kwargs) if res.is_async else await self.runtime.run_sync(res.fn, kwargs)
             return {"contents": _resource_contents(uri, res.mime_type, value)}
 
-        return await self._run(ex, params, "resources/read", uri, self.runtime.config.call_timeout, read())
+        return await self._run(ex, params, "resources/read", uri, self.runtime.config.call_timeout, read)
 
     async def _subscribe(self, params: dict[str, Any], ex: Exchange) -> dict[str, Any]:
         uri = params.get("uri")
@@ -432,7 +478,7 @@ class Server:
                 res["description"] = prompt.wire["description"]
             return res
 
-        return await self._run(ex, params, "prompts/get", name, self.runtime.config.call_timeout, get())
+        return await self._run(ex, params, "prompts/get", name, self.runtime.config.call_timeout, get)
 
     # -- completion --------------------------------------------------------
 

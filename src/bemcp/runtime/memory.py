@@ -36,7 +36,7 @@ MiB = 1024 * 1024
 # pages); anything this large cannot be a real limit on any machine.
 _V1_UNLIMITED = 1 << 62
 
-LimitSource = Literal["cgroup2", "cgroup1", "physical"]
+LimitSource = Literal["cgroup2", "cgroup1", "physical", "configured"]
 
 
 class MemoryLevel(enum.IntEnum):

@@ -24,7 +24,7 @@ import orjson
 DEFAULT_QUEUE_SIZE = 10_000
 DROP_EVENT = "log_dropped"
 
-_Queue = queue.Queue[logging.LogRecord | None]
+_Queue = queue.SimpleQueue["logging.LogRecord | tuple[int, str, dict[str, Any]] | None"]
 
 
 class TextSink(Protocol):
@@ -88,9 +88,10 @@ def _safe_repr(value: object) -> str:
 class _DroppingQueueHandler(logging.handlers.QueueHandler):
     """Offers records to a bounded queue; never blocks and never writes anything itself."""
 
-    def __init__(self, q: _Queue) -> None:
+    def __init__(self, q: _Queue, maxsize: int) -> None:
         super().__init__(q)
         self._q = q
+        self.maxsize = maxsize
         # Only touched inside emit()/handleError(), which logging.Handler.handle() serialises.
         self.dropped = 0
 
@@ -112,13 +113,11 @@ class _DroppingQueueHandler(logging.handlers.QueueHandler):
 
     def emit(self, record: logging.LogRecord) -> None:
         # full() first so an overloaded process does not pay for prepare() on records it drops.
-        if self._q.full():
+        if self._q.qsize() >= self.maxsize:
             self.dropped += 1
             return
         try:
             self._q.put_nowait(self.prepare(record))
-        except queue.Full:
-            self.dropped += 1
         except Exception:
             self.handleError(record)
 
@@ -130,11 +129,20 @@ class _DroppingQueueHandler(logging.handlers.QueueHandler):
 class _Listener(logging.handlers.QueueListener):
     """The stdlib listener with a named thread, a blocking sentinel and a periodic `tick`."""
 
-    def __init__(self, q: _Queue, sink: logging.Handler, *, tick: Callable[[], None], tick_s: float) -> None:
+    def __init__(
+        self,
+        q: _Queue,
+        sink: logging.Handler,
+        *,
+        tick: Callable[[], None],
+        tick_s: float,
+        make_record: Callable[[int, str, dict[str, Any]], logging.LogRecord],
+    ) -> None:
         super().__init__(q, sink)
         self._q = q
         self._tick = tick
         self._tick_s = tick_s
+        self._make_record = make_record
         self.thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -153,6 +161,8 @@ class _Listener(logging.handlers.QueueListener):
                 # Idle: still report drops that happened just before the traffic stopped.
                 self._tick()
                 continue
+            if isinstance(record, tuple):  # the task fast path: the LogRecord is built here, off the loop
+                return self._make_record(*record)
             # The stdlib loop compares against its sentinel (None) itself.
             return record  # type: ignore[return-value]
 
@@ -161,7 +171,7 @@ class _Listener(logging.handlers.QueueListener):
         self._tick()
 
     def enqueue_sentinel(self) -> None:
-        # put_nowait() would raise on a full queue; the listener is alive and draining, so wait.
+        # Always accepted: the bound is the producers' rule, and the sentinel must get through.
         self._q.put(None)
 
 
@@ -197,8 +207,9 @@ class TaskLog:
         self.level = level
         self.name = name
         self.report_interval_s = report_interval_s
-        self._queue: _Queue = queue.Queue(queue_size)
-        self._handler = _DroppingQueueHandler(self._queue)
+        # SimpleQueue is C code with no Python-level lock; its bound is enforced by the producers.
+        self._queue: _Queue = queue.SimpleQueue()
+        self._handler = _DroppingQueueHandler(self._queue, queue_size)
         self._listener: _Listener | None = None
         self._sink: logging.Handler | None = None
         self._attached: dict[logging.Logger, tuple[list[logging.Handler], bool]] = {}
@@ -228,7 +239,9 @@ class TaskLog:
             return
         sink = self._open_sink()
         sink.setFormatter(JsonFormatter())
-        listener = _Listener(self._queue, sink, tick=self._tick, tick_s=self.report_interval_s)
+        listener = _Listener(
+            self._queue, sink, tick=self._tick, tick_s=self.report_interval_s, make_record=self._record
+        )
         self._last_report = time.monotonic()
         listener.start()
         self._sink, self._listener = sink, listener
@@ -304,15 +317,17 @@ class TaskLog:
     def task_started(
         self, task_id: int, method: str, name: str, request_id: str | int | None, deadline_s: float | None
     ) -> None:
-        self.log(
+        self._enqueue(
             logging.INFO,
             "task started",
-            event="task_started",
-            task_id=task_id,
-            method=method,
-            name=name,
-            request_id=request_id,
-            deadline_s=deadline_s,
+            {
+                "event": "task_started",
+                "task_id": task_id,
+                "method": method,
+                "name": name,
+                "request_id": request_id,
+                "deadline_s": deadline_s,
+            },
         )
 
     def task_finished(
@@ -329,7 +344,17 @@ class TaskLog:
         if error is not None:
             fields["error"] = error
         failed = error is not None or outcome in ("error", "timeout")
-        self._offer(logging.WARNING if failed else logging.INFO, "task finished", fields)
+        self._enqueue(logging.WARNING if failed else logging.INFO, "task finished", fields)
+
+    def _enqueue(self, level: int, msg: str, fields: dict[str, Any]) -> None:
+        # Two records per call are on the hot path: a plain tuple costs a fraction of a
+        # LogRecord plus the handler's lock and copy; the listener builds the record.
+        if level < self.level:
+            return
+        if self._queue.qsize() >= self._handler.maxsize:
+            self._handler.dropped += 1
+            return
+        self._queue.put_nowait((level, msg, fields))
 
     def event(self, kind: str, *, level: int = logging.INFO, **fields: Any) -> None:
         """A runtime event (watchdog, memory pressure, ...): `msg` and `event` are both `kind`."""

@@ -6,8 +6,11 @@ import asyncio
 import itertools
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from bemcp.errors import BemcpError
 
 
 @dataclass(slots=True)
@@ -19,22 +22,26 @@ class TaskRecord:
     deadline: float | None
     task: asyncio.Task[Any] | None
     state: str = "running"
-    cancel_reason: str | None = None
+    cancel: Callable[[str], bool] | None = None  # cancels the call, recording why
 
 
 class TaskManager:
     """Registry of in-flight calls and their outcomes."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_fanout_nodes: int = 10_000) -> None:
         self._ids = itertools.count(1)
         self.inflight: dict[int, TaskRecord] = {}
         self.completed: Counter[str] = Counter()
+        self.max_fanout_nodes = max_fanout_nodes
+        self.subtasks = 0  # live sub-tasks spawned by fan-outs
+        self._idle_waiters: list[asyncio.Future[None]] = []
 
-    def begin(self, method: str, name: str, timeout: float | None) -> TaskRecord:
+    def begin(
+        self, method: str, name: str, timeout: float | None, cancel: Callable[[str], bool] | None = None
+    ) -> TaskRecord:
         now = time.monotonic()
-        rec = TaskRecord(
-            next(self._ids), method, name, now, None if timeout is None else now + timeout, asyncio.current_task()
-        )
+        deadline = None if timeout is None else now + timeout
+        rec = TaskRecord(next(self._ids), method, name, now, deadline, asyncio.current_task(), cancel=cancel)
         self.inflight[rec.id] = rec
         return rec
 
@@ -42,7 +49,62 @@ class TaskManager:
         rec.state = outcome
         self.inflight.pop(rec.id, None)
         self.completed[outcome] += 1
+        if self._idle_waiters and not self.inflight:
+            for fut in self._idle_waiters:
+                if not fut.done():
+                    fut.set_result(None)
+            self._idle_waiters.clear()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until no call is in flight; False if `timeout` passed first."""
+        if not self.inflight:
+            return True
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._idle_waiters.append(fut)
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            return False
+        return True
 
     @property
     def in_flight(self) -> int:
         return len(self.inflight)
+
+    async def fanout(self, depth: int, breadth: int) -> int:
+        """Run a tree of sub-tasks (`breadth` children per node, `depth` levels); returns the node count.
+
+        Raises `FanoutLimitReached` (after cancelling the tree) past `max_fanout_nodes`.
+        """
+        return await _fanout(self, depth, breadth, self.max_fanout_nodes)
+
+
+class FanoutLimitReached(BemcpError):
+    """A fan-out asked for more sub-tasks than the budget allows; the whole tree was cancelled."""
+
+
+async def _fanout(manager: TaskManager, depth: int, breadth: int, max_nodes: int) -> int:
+    created = 0
+
+    async def node(level: int) -> None:
+        nonlocal created
+        created += 1
+        if created > max_nodes:
+            raise FanoutLimitReached(f"fan-out stopped at its budget of {max_nodes} sub-tasks")
+        manager.subtasks += 1
+        try:
+            if level == 0:
+                await asyncio.sleep(0)
+                return
+            # A TaskGroup owns the children: an error or a cancel anywhere ends the whole tree.
+            async with asyncio.TaskGroup() as group:
+                for _ in range(breadth):
+                    group.create_task(node(level - 1))
+        finally:
+            manager.subtasks -= 1
+
+    try:
+        await node(depth)
+    except* FanoutLimitReached as eg:
+        raise eg.exceptions[0] from None
+    return created

@@ -102,6 +102,9 @@ class _Reply:
                 }
             )
 
+    def add_header(self, name: bytes, value: bytes) -> None:
+        self._headers = [*self._headers, (name, value)]
+
     async def finish(self, msg: Message | None, status: int = 200) -> None:
         if self._started:
             body = b"" if msg is None else b"event: message\ndata: " + jsonrpc.dumps(msg) + b"\n\n"
@@ -138,16 +141,22 @@ class HttpTransport:
         self._path = self.options.path
         # 2026-07-28 requests carry their own version and capabilities; they share one session-less peer.
         self._stateless = Peer()
-        self.draining = False
-        self.extra_routes: dict[str, Callable[[], Awaitable[tuple[int, bytes, bytes]]]] = {}
+        self.runtime = server.runtime
 
     # -- lifecycle ---------------------------------------------------------
 
     async def start(self) -> None:
+        """Start the runtime (on this loop) and the session sweeper."""
+        self.runtime.start(asyncio.get_running_loop())
         self.sessions.start()
 
     async def stop(self) -> None:
         await self.sessions.stop()
+        self.runtime.stop()
+
+    def end_streams(self) -> None:
+        """End every GET stream now (after a drain, so shutdown does not wait on idle streams)."""
+        self.sessions.end_streams()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -155,23 +164,25 @@ class HttpTransport:
             path = scope["path"]
             if path == self._path or path == self._path + "/":
                 await self._mcp(scope, receive, send)
-            elif path in self.extra_routes:
-                status, ctype, body = await self.extra_routes[path]()
-                await _plain(send, status, body, ctype)
             elif path == "/healthz":
                 await _plain(send, 200, b'{"status":"ok"}', b"application/json")
             elif path == "/readyz":
-                ready = not self.draining
-                await _plain(
-                    send,
-                    200 if ready else 503,
-                    b'{"ready":true}' if ready else b'{"ready":false,"reason":"draining"}',
-                    b"application/json",
-                )
+                await self._readyz(send)
+            elif path == "/metrics":
+                body = self.runtime.metrics.render().encode()
+                await _plain(send, 200, body, b"text/plain; version=0.0.4; charset=utf-8")
             else:
                 await _plain(send, 404, b"Not Found")
         elif kind == "lifespan":
             await self._lifespan(receive, send)
+
+    async def _readyz(self, send: Send) -> None:
+        rt = self.runtime
+        if rt.ready:
+            await _plain(send, 200, b'{"ready":true}', b"application/json")
+            return
+        reason = "draining" if rt.draining else "memory_critical" if rt.running else "stopped"
+        await _plain(send, 503, jsonrpc.dumps({"ready": False, "reason": reason}), b"application/json")
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -436,7 +447,14 @@ class HttpTransport:
             return  # nobody is listening
         status = 200
         if response is not None and "error" in response:
-            status = _STATUS.get(response["error"].get("code"), 200) if modern else 200
+            error = response["error"]
+            if error.get("code") == codes.OVERLOADED:
+                # The documented overload answer: 503 and Retry-After, in every revision.
+                retry_ms = (error.get("data") or {}).get("retry_after_ms", 1000)
+                reply.add_header(b"retry-after", b"%d" % max(1, -(-int(retry_ms) // 1000)))
+                status = 503
+            elif modern:
+                status = _STATUS.get(error.get("code"), 200)
         await reply.finish(response, status)
 
     def _watch(self, holder: list[asyncio.Task[None]], receive: Receive | None, ex: Exchange) -> None:
@@ -496,6 +514,8 @@ class HttpTransport:
                 )
                 if getter in done:
                     data = getter.result()
+                    if not data:  # the session closed or the server is shutting down
+                        break
                     await send(
                         {
                             "type": "http.response.body",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -84,6 +85,9 @@ class SessionStore:
             return False
         self.server.peers.discard(session.peer)
         session.peer.close()
+        if session.stream_open:
+            with contextlib.suppress(asyncio.QueueFull):
+                session.outbox.put_nowait(b"")
         return True
 
     async def _sweep(self) -> None:
@@ -96,6 +100,12 @@ class SessionStore:
                 if session.last_seen < cutoff and not session.peer.inflight and not session.stream_open:
                     log.info("session %s expired after %.0fs idle", sid[:8], self.idle_timeout)
                     self.close(sid)
+
+    def end_streams(self) -> None:
+        for session in self._sessions.values():
+            if session.stream_open:
+                with contextlib.suppress(asyncio.QueueFull):
+                    session.outbox.put_nowait(b"")  # the stream ends on an empty message
 
     def snapshot(self) -> dict[str, Any]:
         return {"sessions": len(self._sessions), "max_sessions": self.max_sessions}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import stat
@@ -78,6 +79,8 @@ class StdioTransport:
         self.drain_timeout = drain_timeout
         self.peer = Peer()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._reading: asyncio.Task[Any] | None = None
+        self._stop_requested = False
 
     async def serve(self) -> None:
         """Serve until stdin closes, then finish in-flight requests and return."""
@@ -90,10 +93,21 @@ class StdioTransport:
             await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop), self._stdin)
         else:  # a regular file or /dev/null cannot be watched by the loop; read it in a thread
             reader = await _file_reader(self._stdin, loop, self.max_message_bytes)
+        self._reading = asyncio.current_task()
         try:
             await self._read_loop(reader)
+        except asyncio.CancelledError:
+            if not self._stop_requested:
+                raise
         finally:
+            self._reading = None
             await self._finish()
+
+    def stop_reading(self) -> None:
+        """Stop taking new messages; `serve()` then finishes in-flight requests and returns."""
+        self._stop_requested = True
+        if self._reading is not None:
+            self._reading.cancel()
 
     async def _read_loop(self, reader: asyncio.StreamReader) -> None:
         while True:
@@ -151,11 +165,18 @@ class StdioTransport:
             # Registered before the task runs, so a cancel that follows at once finds it.
             self.peer.inflight[req_id] = ex
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(functools.partial(self._request_done, ex))
         elif kind is Kind.INVALID:
             await self._out.send(jsonrpc.invalid_request(msg, reason))
         else:
             await self.server.handle_message(msg, self.peer)
+
+    def _request_done(self, ex: Exchange, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        # Also here, not only in `_serve_request`: a task cancelled before its first step
+        # (a cancel read in the same chunk as its request) never runs its body or `finally`.
+        if self.peer.inflight.get(ex.request_id) is ex:
+            del self.peer.inflight[ex.request_id]
 
     async def _serve_request(self, msg: Message, ex: Exchange) -> None:
         try:

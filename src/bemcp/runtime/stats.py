@@ -1,0 +1,82 @@
+"""The runtime's Prometheus metrics: what /metrics shows."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bemcp.runtime.metrics import Registry
+
+if TYPE_CHECKING:
+    from bemcp.runtime.runtime import Runtime
+
+_LATENCY_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+
+
+class RuntimeMetrics:
+    """Counters updated on the call path, and gauges read from the runtime's parts at scrape time."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.registry = reg = Registry("bemcp")
+        self.completed = reg.counter("calls_completed_total", "Calls finished, by outcome.", ("outcome",))
+        self.shed = reg.counter("calls_shed_total", "Calls refused before admission, by reason.", ("reason",))
+        self.latency = reg.histogram(
+            "call_duration_seconds", "Call duration from admission to answer.", ("method",), _LATENCY_BUCKETS
+        )
+        reg.gauge("in_flight", "Calls running now.", read=lambda: rt.tasks.in_flight)
+        reg.gauge("queued", "Calls waiting for admission.", read=lambda: rt.admission.queued)
+        reg.gauge("concurrency_limit", "The current concurrency limit.", read=lambda: rt.admission.limit)
+        reg.gauge("admitted_total", "Calls admitted since start (a counter).", read=lambda: rt.admission.admitted)
+        self._rejected = reg.gauge("rejected_total", "Calls refused, by reason (a counter).", ("reason",))
+        self._watchdog = reg.gauge("watchdog_events_total", "Watchdog events, by kind (a counter).", ("kind",))
+        reg.gauge("loop_lag_seconds", "How late the last event-loop heartbeat was.", read=lambda: rt.watchdog.loop_lag)
+        reg.gauge("loop_lag_max_seconds", "The worst heartbeat delay seen.", read=lambda: rt.watchdog.max_loop_lag)
+        reg.gauge("rss_bytes", "Resident set size of the process.", read=lambda: rt.memory.snapshot().rss)
+        reg.gauge(
+            "memory_usage_bytes", "Memory usage the budget is compared with.", read=lambda: rt.memory.snapshot().usage
+        )
+        reg.gauge("memory_budget_bytes", "The memory budget.", read=lambda: rt.memory.budget)
+        reg.gauge("memory_reserved_bytes", "Bytes held by reservations.", read=lambda: rt.memory.reserved)
+        reg.gauge("memory_level", "0 normal, 1 elevated, 2 high, 3 critical.", read=lambda: int(rt.memory.level))
+        reg.gauge("sync_threads_running", "Worker threads busy with sync tools.", read=lambda: rt.sync_running)
+        reg.gauge(
+            "sync_threads_abandoned",
+            "Worker threads still running calls already answered.",
+            read=lambda: rt.sync_abandoned,
+        )
+        reg.gauge("subtasks", "Live fan-out sub-tasks.", read=lambda: rt.tasks.subtasks)
+        reg.gauge("ready", "1 when the server accepts new calls.", read=lambda: int(rt.ready))
+        reg.gauge("uptime_seconds", "Seconds since the runtime started.", read=lambda: rt.uptime)
+        self._rt = rt
+
+    def shed_counts(self) -> dict[str, int]:
+        return {labels[0]: int(v) for labels, v in self.shed.values.items()}
+
+    def render(self) -> str:
+        rt = self._rt
+        rejected = dict(rt.admission.rejected)
+        for reason, n in self.shed_counts().items():
+            rejected[reason] = rejected.get(reason, 0) + n
+        for reason, n in rejected.items():
+            self._rejected.set(n, reason)
+        for kind, n in rt.watchdog.snapshot()["events"].items():
+            self._watchdog.set(n, kind)
+        return self.registry.render()
