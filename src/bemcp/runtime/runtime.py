@@ -257,5 +257,13 @@ class Runtime:
                 "running": self.sync_running,
                 "abandoned": self.sync_abandoned,
             },
+            "loop_tasks": self._loop_tasks(),
             "pid": os.getpid(),
         }
+
+    def _loop_tasks(self) -> int | None:
+        """Tasks alive on the serving loop (to show that a storm leaves none behind)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return None
+        return len(asyncio.all_tasks(loop))
