@@ -333,6 +333,8 @@ def test_allowed_hosts_flag(client: httpx.Client) -> None:
         assert r.status_code == 200
         assert r.json()["result"]["protocolVersion"] == LEGACY
         assert _post(client, s.url, init, pv=None, headers={"Host": "evil.example.com"}).status_code == 421
+        # Loopback names stay allowed: the flag adds hosts, it does not replace the defaults.
+        assert _post(client, s.url, init, pv=None).status_code == 200
 
 
 # -- GET stream, SSE responses -----------------------------------------------

@@ -552,18 +552,20 @@ def _trusted_host(host: bytes | None, options: HttpOptions) -> bool:
     if host is None:
         return True  # HTTP/1.0 without Host: nothing for a rebinding attack to ride on
     name = _host_name(host.decode("latin-1")).lower()
+    if name in _LOOPBACK:  # loopback names always stay allowed; --allowed-hosts adds to them
+        return True
     allowed = options.allowed_hosts
-    return name in _LOOPBACK if allowed is None else ("*" in allowed or name in allowed)
+    return allowed is not None and ("*" in allowed or name in allowed)
 
 
 def _trusted_origin(origin: bytes | None, options: HttpOptions) -> bool:
     if origin is None:
         return True  # not a browser
     value = origin.decode("latin-1").lower()
+    if _origin_host(value) in _LOOPBACK:
+        return True
     allowed = options.allowed_origins
-    if allowed is not None:
-        return "*" in allowed or value in allowed
-    return _origin_host(value) in _LOOPBACK
+    return allowed is not None and ("*" in allowed or value in allowed)
 
 
 def _header_mismatch(msg: Message, pv: str | None, mcp_method: str | None, mcp_name: str | None) -> str | None:
