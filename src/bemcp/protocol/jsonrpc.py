@@ -30,8 +30,20 @@ def loads(data: bytes | str) -> Any:
 
 
 def dumps(msg: Any) -> bytes:
-    # OPT_SERIALIZE_NUMPY is not needed; non-str dict keys can come from tools.
-    return orjson.dumps(msg, option=orjson.OPT_NON_STR_KEYS)
+    """Encode a message; one that cannot be encoded becomes an error answer for the same id.
+
+    Tool results can hold values JSON cannot carry (an int past 64 bits, a
+    custom object): the client still gets exactly one well-formed answer.
+    """
+    try:
+        return orjson.dumps(msg, option=orjson.OPT_NON_STR_KEYS)
+    except (orjson.JSONEncodeError, TypeError) as e:
+        req_id = msg.get("id") if isinstance(msg, dict) else None
+        if not valid_id(req_id):
+            req_id = None
+        return orjson.dumps(
+            error(req_id, codes.INTERNAL_ERROR, f"Internal error: the answer could not be encoded as JSON ({e})")
+        )
 
 
 def result(req_id: RequestId, res: dict[str, Any]) -> Message:
