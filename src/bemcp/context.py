@@ -9,6 +9,7 @@ from bemcp.protocol import mrtr
 from bemcp.protocol.exchange import LOG_RANK, Exchange
 
 if TYPE_CHECKING:
+    from bemcp.runtime.memory import MemoryManager
     from bemcp.runtime.runtime import Runtime
 
 
@@ -25,6 +26,11 @@ class Context:
         self._exchange = exchange
         self.runtime = runtime
         self._round = 0
+
+    @property
+    def memory(self) -> MemoryManager:
+        """The Smart Memory Manager: `async with ctx.memory.reserve(nbytes):` before allocating much."""
+        return self.runtime.memory
 
     @property
     def request_id(self) -> str | int:

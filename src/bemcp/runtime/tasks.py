@@ -86,11 +86,15 @@ class FanoutLimitReached(BemcpError):
 async def _fanout(manager: TaskManager, depth: int, breadth: int, max_nodes: int) -> int:
     created = 0
 
-    async def node(level: int) -> None:
+    def count_node() -> None:
+        # Counted before the task is created, so the budget bounds the tasks that exist at all
+        # (not just the ones that got to run: every started node creates `breadth` children).
         nonlocal created
-        created += 1
-        if created > max_nodes:
+        if created >= max_nodes:
             raise FanoutLimitReached(f"fan-out stopped at its budget of {max_nodes} sub-tasks")
+        created += 1
+
+    async def node(level: int) -> None:
         manager.subtasks += 1
         try:
             if level == 0:
@@ -99,12 +103,20 @@ async def _fanout(manager: TaskManager, depth: int, breadth: int, max_nodes: int
             # A TaskGroup owns the children: an error or a cancel anywhere ends the whole tree.
             async with asyncio.TaskGroup() as group:
                 for _ in range(breadth):
+                    count_node()
                     group.create_task(node(level - 1))
         finally:
             manager.subtasks -= 1
 
+    count_node()  # the root
     try:
         await node(depth)
     except* FanoutLimitReached as eg:
-        raise eg.exceptions[0] from None
+        raise _first_leaf(eg) from None
     return created
+
+
+def _first_leaf(group: BaseExceptionGroup[FanoutLimitReached]) -> FanoutLimitReached:
+    """The first `FanoutLimitReached` in a group nested one level per tree level."""
+    first = group.exceptions[0]
+    return first if isinstance(first, FanoutLimitReached) else _first_leaf(first)
