@@ -71,7 +71,7 @@ class Runtime:
             physical = psutil.virtual_memory().total
             limit = MemoryLimit(int(cfg.memory_limit_mb * 1024 * 1024), "configured", False, physical)
         self.memory = MemoryManager(MemoryConfig(memory_fraction=cfg.memory_fraction), limit=limit)
-        self.tasklog = TaskLog(cfg.log_file)
+        self.tasklog = TaskLog(cfg.log_file, enabled=cfg.task_log)
         self.watchdog = Watchdog(
             WatchdogConfig(
                 stall_threshold=cfg.stall_threshold,
@@ -110,7 +110,7 @@ class Runtime:
         self._started_at = time.monotonic()
         self.draining = False
         self.admission.set_draining(False)
-        if self.config.task_log:
+        if self.tasklog.enabled:
             self.tasklog.start()
             self.tasklog.attach(logging.getLogger("bemcp"), exclusive=False)
         self.memory.start()

@@ -195,12 +195,14 @@ class TaskLog:
         level: int = logging.INFO,
         name: str = "bemcp.tasks",
         report_interval_s: float = 10.0,
+        enabled: bool = True,
     ) -> None:
         if queue_size <= 0:
             raise ValueError("queue_size must be positive: an unbounded queue can exhaust memory")
         if report_interval_s <= 0:
             raise ValueError("report_interval_s must be positive: it is also the listener's idle poll")
         self.path = path
+        self.enabled = enabled  # False: every record is ignored at once (no queue, no thread)
         self.max_bytes = max_bytes
         self.backup_count = backup_count
         self.stream = stream
@@ -235,7 +237,7 @@ class TaskLog:
         return None if self._listener is None else self._listener.thread
 
     def start(self) -> None:
-        if self._listener is not None:
+        if self._listener is not None or not self.enabled:
             return
         sink = self._open_sink()
         sink.setFormatter(JsonFormatter())
@@ -349,7 +351,7 @@ class TaskLog:
     def _enqueue(self, level: int, msg: str, fields: dict[str, Any]) -> None:
         # Two records per call are on the hot path: a plain tuple costs a fraction of a
         # LogRecord plus the handler's lock and copy; the listener builds the record.
-        if level < self.level:
+        if level < self.level or not self.enabled:
             return
         if self._queue.qsize() >= self._handler.maxsize:
             self._handler.dropped += 1
@@ -364,7 +366,7 @@ class TaskLog:
         self._offer(level, msg, fields)
 
     def _offer(self, level: int, msg: str, fields: dict[str, Any]) -> None:
-        if level < self.level:
+        if level < self.level or not self.enabled:
             return
         self._handler.handle(self._record(level, msg, fields))
 
