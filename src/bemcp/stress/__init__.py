@@ -1,0 +1,1 @@
+"""`bemcp stress`: an adaptive, phased stress tester for any MCP server."""
