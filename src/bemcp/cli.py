@@ -81,7 +81,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bemcp", description="BE-MCP: a hardened MCP server runtime.")
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
-    args = parser.parse_args(argv)
+    from bemcp.stress.cli import add_parser as add_stress_parser
+
+    add_stress_parser(sub)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    if raw[:1] == ["stress"]:
+        from bemcp.stress.cli import main as stress_main
+
+        return stress_main(raw[1:])
+    args = parser.parse_args(raw)
     if args.command == "serve":
         from bemcp import config, serve
 

@@ -365,7 +365,7 @@ class StepRecorder:
             "model": self.model,
             "concurrency": self.concurrency,
             "offered_rate": self.offered_rate,
-            "duration_s": round(duration, 3),
+            "duration_s": round(duration, 6),
             "calls": calls,
             "outcomes": counts,
             "throughput": round(counts["ok"] / duration, 3) if duration > 0 else 0.0,

@@ -1,0 +1,114 @@
+"""`bemcp stress` and `bemcp stress compare`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bemcp.stress.profiles import PROFILES
+
+PHASES = ("tsunami", "avalanche", "chaos", "rate", "soak")
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "stress",
+        help="stress-test an MCP server and write a report",
+        description="Stress-test any MCP server (embedded BE-MCP, an HTTP URL, or a stdio command), "
+        "find its limits, and write report.json, report.md, report.html and stress.log. "
+        "`bemcp stress compare OLD.json NEW.json` compares two reports.",
+    )
+    p.add_argument(
+        "--target",
+        default="embedded",
+        help='"embedded" (default: a BE-MCP server with the workload tools on a free loopback port), '
+        'an http://HOST:PORT/mcp URL, or "stdio:COMMAND ARGS"',
+    )
+    p.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        default="quick",
+        help="quick (about a minute), standard (about 5 minutes) or extreme",
+    )
+    p.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated, from {','.join(PHASES)}")
+    p.add_argument("--out", type=Path, help="report folder (default bemcp-reports/<UTC timestamp>/)")
+    p.add_argument("--slo-p99-ms", type=float, default=1000.0, help="p99 latency a good step must stay under")
+    p.add_argument(
+        "--error-budget",
+        type=float,
+        default=0.01,
+        help="fraction of calls that may fail (protocol errors, timeouts, transport errors)",
+    )
+    p.add_argument("--seed", type=int, default=1, help="seed for arguments and the chaos mix")
+    p.add_argument(
+        "--allow-writes",
+        action="store_true",
+        help="also call tools not marked readOnlyHint (destructiveHint tools are never called)",
+    )
+    p.add_argument(
+        "--revision",
+        choices=["auto", "2026-07-28", "2025-11-25"],
+        default="auto",
+        help="protocol revision (auto: server/discover first, then initialize)",
+    )
+    p.add_argument(
+        "--serve-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra `bemcp serve` argument for the embedded target (repeatable; replaces the default "
+        "--memory-limit-mb 1024)",
+    )
+    p.add_argument("--quiet", action="store_true", help="print only where the reports are and the verdict")
+
+
+def main(argv: Sequence[str]) -> int:
+    if argv and argv[0] == "compare":
+        from bemcp.stress.compare import compare_main
+
+        return compare_main(list(argv[1:]))
+    parser = argparse.ArgumentParser(prog="bemcp")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["stress", *argv])
+    phases = tuple(p.strip() for p in args.phases.split(",") if p.strip())
+    bad = [p for p in phases if p not in PHASES]
+    if bad or not phases:
+        print(
+            f"bemcp stress: unknown phase(s) {', '.join(bad) or '(none given)'}; choose from {', '.join(PHASES)}",
+            file=sys.stderr,
+        )
+        return 2
+    if not 0 <= args.error_budget <= 1 or args.slo_p99_ms <= 0:
+        print("bemcp stress: --error-budget must be in [0, 1] and --slo-p99-ms positive", file=sys.stderr)
+        return 2
+    from bemcp.stress.progress import Progress
+    from bemcp.stress.runner import StressOptions, run_sync
+    from bemcp.stress.targets import TargetError
+
+    opts = StressOptions(
+        target=args.target,
+        profile=args.profile,
+        phases=phases,
+        out=args.out,
+        slo_p99_ms=args.slo_p99_ms,
+        error_budget=args.error_budget,
+        seed=args.seed,
+        allow_writes=args.allow_writes,
+        revision=args.revision,
+        serve_args=tuple(args.serve_arg),
+        quiet=args.quiet,
+    )
+    progress = Progress(quiet=args.quiet)
+    try:
+        report, paths = run_sync(opts, progress.say)
+    except TargetError as e:
+        print(f"bemcp stress: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bemcp stress: interrupted", file=sys.stderr)
+        return 130
+    progress.verdict(report, paths)
+    return 0 if report["verdict"]["status"] == "PASS" else 1

@@ -1,0 +1,278 @@
+"""Discovery, the "agentic" part: what tools the target has, which may be called, and with what arguments.
+
+Safety policy (tool annotations are hints, but they are the only word the server gives us):
+- a tool marked `destructiveHint: true` is never called;
+- a tool not marked `readOnlyHint: true` is called only with `allow_writes=True` (`--allow-writes`);
+- a tool whose `inputSchema` we cannot satisfy, or that requires task-augmented execution, is skipped.
+Every skipped tool is kept with its reason for the report. A target with nothing callable raises
+`NoCallableTools`, a `TargetError` with a message saying why each tool was left out.
+
+On a BE-MCP target started with `--stress-tools`, `Discovery.workload` offers the workload tools with argument
+factories the phases use (`workload.sleep(0.05)`, `workload.allocate_memory(64, hold_seconds=0.5)`, ...).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from bemcp.stress import argsgen
+from bemcp.stress.client import ClientError
+from bemcp.stress.model import Session
+from bemcp.stress.targets import TargetError
+
+WORKLOAD_TOOLS: Final = (
+    "echo",
+    "sleep",
+    "cpu_burn",
+    "allocate_memory",
+    "io_write",
+    "block_event_loop",
+    "hang",
+    "recursive_fanout",
+    "fail",
+    "server_health",
+)
+# Tools whose presence (with these argument names) marks BE-MCP's workload set.
+_WORKLOAD_SIGNATURE: Final = {
+    "echo": "text",
+    "sleep": "seconds",
+    "cpu_burn": "milliseconds",
+    "allocate_memory": "megabytes",
+    "hang": None,
+    "fail": None,
+}
+# Names that suggest a cheap call, for choosing the tool of plain load on a server we know nothing about.
+_CHEAP = re.compile(r"(^|[_.-])(echo|ping|noop|health|status|version|time|now|hello)($|[_.-])", re.IGNORECASE)
+_MAX_PAGES = 100
+
+
+class NoCallableTools(TargetError):
+    """The target has no tool the tester may call."""
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One tools/call to make."""
+
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Tool:
+    """A tool as `tools/list` described it."""
+
+    name: str
+    description: str = ""
+    input_schema: dict[str, Any] = field(default_factory=dict)
+    annotations: dict[str, Any] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_wire(cls, wire: dict[str, Any]) -> Tool:
+        schema = wire.get("inputSchema")
+        annotations = wire.get("annotations")
+        description = wire.get("description")
+        return cls(
+            name=str(wire.get("name")),
+            description=description if isinstance(description, str) else "",
+            input_schema=schema if isinstance(schema, dict) else {},
+            annotations=annotations if isinstance(annotations, dict) else {},
+            raw=wire,
+        )
+
+    @property
+    def read_only(self) -> bool:
+        return self.annotations.get("readOnlyHint") is True
+
+    @property
+    def destructive(self) -> bool:
+        return self.annotations.get("destructiveHint") is True
+
+    def required(self) -> list[str]:
+        req = self.input_schema.get("required")
+        return [r for r in req if isinstance(r, str)] if isinstance(req, list) else []
+
+    def arguments(self, rng: random.Random) -> dict[str, Any]:
+        """Fresh valid arguments (raises argsgen.UnsupportedSchema when there are none)."""
+        return argsgen.arguments_for(self.input_schema, rng)
+
+    def call(self, rng: random.Random) -> Call:
+        return Call(self.name, self.arguments(rng))
+
+
+def skip_reason(tool: Tool, *, allow_writes: bool) -> str | None:
+    """Why the tester must not call this tool, or None when it may."""
+    if tool.destructive:
+        return "destructiveHint: never called"
+    if not tool.read_only and not allow_writes:
+        return "not marked readOnlyHint: called only with --allow-writes"
+    execution = tool.raw.get("execution")
+    if isinstance(execution, dict) and execution.get("taskSupport") == "required":
+        return "requires task-augmented execution"
+    unsupported = argsgen.check(tool.input_schema)
+    if unsupported is not None:
+        return f"cannot generate arguments: {unsupported}"
+    return None
+
+
+class Workload:
+    """BE-MCP's workload tools (`--stress-tools`), as argument factories. Only callable tools are offered."""
+
+    def __init__(self, available: frozenset[str], skipped: dict[str, str] | None = None) -> None:
+        self.available = available
+        self._skipped = skipped or {}
+
+    def has(self, name: str) -> bool:
+        return name in self.available
+
+    def _call(self, name: str, **arguments: Any) -> Call:
+        if name not in self.available:
+            why = self._skipped.get(name, "not offered by the target")
+            raise LookupError(f"workload tool {name} cannot be called: {why}")
+        return Call(name, arguments)
+
+    def echo(self, text: str = "ping") -> Call:
+        return self._call("echo", text=text)
+
+    def sleep(self, seconds: float) -> Call:
+        return self._call("sleep", seconds=seconds)
+
+    def cpu_burn(self, milliseconds: int) -> Call:
+        return self._call("cpu_burn", milliseconds=milliseconds)
+
+    def allocate_memory(self, megabytes: float, hold_seconds: float = 0.0) -> Call:
+        return self._call("allocate_memory", megabytes=megabytes, hold_seconds=hold_seconds)
+
+    def io_write(self, kilobytes: int, files: int = 1) -> Call:
+        return self._call("io_write", kilobytes=kilobytes, files=files)
+
+    def block_event_loop(self, milliseconds: int) -> Call:
+        return self._call("block_event_loop", milliseconds=milliseconds)
+
+    def hang(self) -> Call:
+        return self._call("hang")
+
+    def recursive_fanout(self, depth: int, breadth: int) -> Call:
+        return self._call("recursive_fanout", depth=depth, breadth=breadth)
+
+    def fail(self, mode: str = "is_error") -> Call:
+        """mode: "raise" (an unexpected exception), "tool_error" or "is_error": all answer isError."""
+        return self._call("fail", mode=mode)
+
+    def server_health(self) -> Call:
+        return self._call("server_health")
+
+
+@dataclass(slots=True)
+class Discovery:
+    """What the target offers and what the tester may do with it."""
+
+    tools: list[Tool]
+    callable: list[Tool]
+    skipped: dict[str, str]
+    workload: Workload | None = None
+
+    def tool(self, name: str) -> Tool | None:
+        return next((t for t in self.callable if t.name == name), None)
+
+    def load_tool(self) -> Tool:
+        """The tool for plain load: the workload's echo, else one that looks cheap, else the simplest."""
+        if self.workload is not None and self.workload.has("echo"):
+            found = self.tool("echo")
+            if found is not None:
+                return found
+        cheap = [t for t in self.callable if _CHEAP.search(t.name)]
+        pool = cheap or self.callable
+        return min(pool, key=lambda t: (len(t.required()), len(t.input_schema.get("properties") or {}), t.name))
+
+    def random_call(self, rng: random.Random, *, exclude: frozenset[str] = frozenset()) -> Call:
+        """A seeded random call to any callable tool (minus `exclude`), with fresh valid arguments."""
+        pool = [t for t in self.callable if t.name not in exclude] or self.callable
+        return rng.choice(pool).call(rng)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tools_discovered": [t.name for t in self.tools],
+            "tools_callable": [t.name for t in self.callable],
+            "skipped_tools": dict(self.skipped),
+            "workload": sorted(self.workload.available) if self.workload is not None else None,
+        }
+
+
+async def list_tools(session: Session, *, timeout: float) -> list[dict[str, Any]]:
+    """Every tool of `tools/list`, following `nextCursor`. Raises TargetError when the listing fails."""
+    tools: list[dict[str, Any]] = []
+    cursor: Any = None
+    seen: set[str] = set()
+    names: set[str] = set()  # a tool listed twice is one tool (the first listing wins)
+    for _ in range(_MAX_PAGES):
+        params = {"cursor": cursor} if cursor is not None else None
+        msg = await session.request("tools/list", params, timeout=timeout)
+        result = msg.get("result")
+        if not isinstance(result, dict):
+            error = msg.get("error")
+            error = error if isinstance(error, dict) else {}
+            raise TargetError(f"tools/list failed: error {error.get('code')}: {str(error.get('message'))[:200]}")
+        page = result.get("tools")
+        if not isinstance(page, list):
+            raise TargetError("tools/list answered without a tools array")
+        for tool in page:
+            if isinstance(tool, dict) and isinstance(tool.get("name"), str) and tool["name"] not in names:
+                names.add(tool["name"])
+                tools.append(tool)
+        cursor = result.get("nextCursor")
+        if not isinstance(cursor, str) or not cursor or cursor in seen:
+            return tools
+        seen.add(cursor)
+    return tools
+
+
+async def discover(
+    session: Session, *, allow_writes: bool = False, timeout: float = 10.0, require_callable: bool = True
+) -> Discovery:
+    """List the tools, apply the safety policy, and recognise BE-MCP's workload set.
+
+    Raises TargetError when tools/list fails, and NoCallableTools when nothing may be called (unless
+    `require_callable` is False).
+    """
+    try:
+        wire = await list_tools(session, timeout=timeout)
+    except ClientError as e:
+        raise TargetError(f"tools/list got no answer: {e}") from None
+    tools = [Tool.from_wire(w) for w in wire]
+    callable_: list[Tool] = []
+    skipped: dict[str, str] = {}
+    for tool in tools:
+        reason = skip_reason(tool, allow_writes=allow_writes)
+        if reason is None:
+            callable_.append(tool)
+        else:
+            skipped[tool.name] = reason
+    found = Discovery(tools, callable_, skipped, _workload(tools, callable_, skipped))
+    if require_callable and not callable_:
+        raise NoCallableTools(_nothing_callable(tools, skipped))
+    return found
+
+
+def _workload(tools: list[Tool], callable_: list[Tool], skipped: dict[str, str]) -> Workload | None:
+    by_name = {t.name: t for t in tools}
+    for name, arg in _WORKLOAD_SIGNATURE.items():
+        tool = by_name.get(name)
+        if tool is None:
+            return None
+        if arg is not None and arg not in (tool.input_schema.get("properties") or {}):
+            return None
+    names = {t.name for t in callable_} & set(WORKLOAD_TOOLS)
+    return Workload(frozenset(names), {k: v for k, v in skipped.items() if k in WORKLOAD_TOOLS})
+
+
+def _nothing_callable(tools: list[Tool], skipped: dict[str, str]) -> str:
+    if not tools:
+        return "the target lists no tools, so there is nothing to call"
+    shown = "; ".join(f"{name} ({why})" for name, why in list(skipped.items())[:8])
+    more = f"; and {len(skipped) - 8} more" if len(skipped) > 8 else ""
+    return f"none of the target's {len(tools)} tools may be called: {shown}{more}"

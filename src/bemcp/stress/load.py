@@ -1,0 +1,121 @@
+"""Applying load: closed-model steps (N callers) and open-model steps (a fixed arrival rate)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+
+from bemcp.stress.discovery import Call
+from bemcp.stress.model import CallResult, Session
+from bemcp.stress.recorder import StepRecorder
+from bemcp.stress.targets import Target
+
+MakeCall = Callable[[random.Random], Call]
+# The open model keeps sending whatever the answers do, over at most this many callers (connections);
+# a call that waits for a free one still counts from its intended send time, so the wait is not hidden.
+MAX_OPEN_IN_FLIGHT = 256
+
+
+class SessionPool:
+    """Client sessions reused across steps (one per concurrent caller)."""
+
+    def __init__(self, target: Target) -> None:
+        self._target = target
+        self._free: list[Session] = []
+        self._all: list[Session] = []
+
+    def take(self) -> Session:
+        if self._free:
+            return self._free.pop()
+        session = self._target.session()
+        self._all.append(session)
+        return session
+
+    def give(self, session: Session) -> None:
+        self._free.append(session)
+
+    def discard(self, session: Session) -> None:
+        if session in self._all:
+            self._all.remove(session)
+
+    async def close(self) -> None:
+        sessions, self._all, self._free = self._all, [], []
+        await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
+
+
+async def closed_step(
+    pool: SessionPool,
+    step: StepRecorder,
+    concurrency: int,
+    duration: float,
+    make_call: MakeCall,
+    rng: random.Random,
+    timeout: float,
+) -> None:
+    """`concurrency` callers, each with one call outstanding, for `duration` seconds."""
+    end = time.monotonic() + duration
+    calls = [[make_call(rng) for _ in range(8)] for _ in range(concurrency)]  # seeded up front: reproducible
+
+    async def caller(i: int) -> None:
+        session = pool.take()
+        n = 0
+        try:
+            while time.monotonic() < end:
+                call = calls[i][n % len(calls[i])]
+                n += 1
+                step.record(await session.call_tool(call.name, call.arguments, timeout=timeout))
+        finally:
+            pool.give(session)
+
+    await asyncio.gather(*(caller(i) for i in range(concurrency)))
+
+
+async def open_step(
+    pool: SessionPool,
+    step: StepRecorder,
+    rate: float,
+    duration: float,
+    make_call: MakeCall,
+    rng: random.Random,
+    timeout: float,
+) -> None:
+    """Calls at `rate` per second for `duration`, latency measured from each call's intended send time.
+
+    Sends go out in small batches on a 1 ms tick (whatever is due), so the
+    scheduler never starves the calls it has started; a call that waits for a
+    free caller still counts from its intended time.
+    """
+    total = max(1, int(rate * duration))
+    interval = 1.0 / rate
+    start = time.monotonic() + 0.01
+    slots = asyncio.Semaphore(MAX_OPEN_IN_FLIGHT)
+    tasks: set[asyncio.Task[None]] = set()
+    loop = asyncio.get_running_loop()
+
+    async def one(call: Call, intended: float) -> None:
+        async with slots:
+            session = pool.take()
+            try:
+                step.record(await session.call_tool(call.name, call.arguments, timeout=timeout, intended=intended))
+            finally:
+                pool.give(session)
+
+    sent = 0
+    while sent < total:
+        due = min(total, int((time.monotonic() - start) / interval) + 1)
+        while sent < due:
+            task = loop.create_task(one(make_call(rng), start + sent * interval))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            sent += 1
+        next_due = start + sent * interval
+        await asyncio.sleep(max(0.0, min(0.001, next_due - time.monotonic())))
+    if tasks:
+        await asyncio.gather(*tasks)
+
+
+def failed_result(kind: str, outcome: str, detail: str) -> CallResult:
+    now = time.monotonic()
+    return CallResult(kind, now, now, now, outcome, detail)  # type: ignore[arg-type]

@@ -1,0 +1,84 @@
+"""What every phase gets to work with, and what it gives back."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bemcp.stress.discovery import Call, Discovery
+from bemcp.stress.load import SessionPool, closed_step, open_step
+from bemcp.stress.model import Finding, Thresholds
+from bemcp.stress.profiles import Profile
+from bemcp.stress.recorder import Recorder, StepRecorder
+from bemcp.stress.sampler import Sampler
+from bemcp.stress.targets import Target
+
+
+@dataclass(slots=True)
+class PhaseOutcome:
+    status: str  # completed | aborted | skipped
+    level_unit: str
+    results: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class PhaseContext:
+    target: Target
+    discovery: Discovery
+    recorder: Recorder
+    sampler: Sampler
+    pool: SessionPool
+    thresholds: Thresholds
+    profile: Profile
+    rng: random.Random
+    findings: list[Finding]
+    say: Callable[[str], None]  # progress lines for the terminal
+    deaths: list[dict[str, Any]]
+    memo: dict[str, Any] = field(default_factory=dict)  # what one phase learns for the next (e.g. throughput)
+
+    def load_call(self) -> Callable[[random.Random], Call]:
+        tool = self.discovery.load_tool()
+        return tool.call
+
+    async def closed(
+        self, phase: str, level: int, duration: float, make_call: Callable[[random.Random], Call]
+    ) -> StepRecorder:
+        step = self.recorder.step(phase, level, model="closed", concurrency=level)
+        mark = self.sampler.cpu_mark()
+        await closed_step(self.pool, step, level, duration, make_call, self.rng, self.profile.call_timeout_s)
+        self.finish_step(step, mark)
+        return step
+
+    async def open(
+        self, phase: str, rate: float, duration: float, make_call: Callable[[random.Random], Call]
+    ) -> StepRecorder:
+        step = self.recorder.step(phase, rate, model="open", offered_rate=rate)
+        mark = self.sampler.cpu_mark()
+        await open_step(self.pool, step, rate, duration, make_call, self.rng, self.profile.call_timeout_s)
+        self.finish_step(step, mark)
+        return step
+
+    def finish_step(self, step: StepRecorder, mark: Any) -> None:
+        step.finish()
+        cpu = self.sampler.cpu_since(mark)
+        step.set_client_cpu(cpu.percent, cpu.bound)
+        o = step.outcome()
+        flag = "  CLIENT-BOUND" if cpu.bound else ""
+        self.say(
+            f"  {step.phase:<9} level {o.level:>8g}: {o.calls:>7} calls  {o.throughput:>9,.0f} ok/s  "
+            f"p99 {o.p99_ms:>8.1f} ms  errors {o.error_rate:6.2%}  overload {o.overload_rate:6.2%}{flag}"
+        )
+
+    async def alive(self, phase: str) -> bool:
+        """Whether the target still answers; a death is recorded once, as a finding."""
+        if await self.target.alive():
+            return True
+        if not any(d["phase"] == phase for d in self.deaths):
+            t = round(time.monotonic() - self.recorder.t0, 3)
+            self.deaths.append({"t": t, "phase": phase, "detail": "the target stopped answering"})
+            self.findings.append(Finding("critical", phase, "The target died during the run.", {"t": t}))
+        return False

@@ -1,0 +1,45 @@
+"""Rate: the open model. Constant-arrival-rate steps; latency from the intended send time.
+
+Unlike a closed model, a stalled server cannot slow the arrivals down, so a
+pause shows in the latency of every call that should have been sent during
+it (coordinated-omission safe). The saturation point is the first offered
+rate whose achieved rate falls short (below 95%) or whose p99 passes the SLO.
+"""
+
+from __future__ import annotations
+
+from bemcp.stress.controller import StepJudge
+from bemcp.stress.phases.base import PhaseContext, PhaseOutcome
+
+_LADDER = (50.0, 100.0, 200.0, 400.0, 800.0, 1600.0)  # calls/s when no tsunami ran first
+
+
+async def rate(ctx: PhaseContext) -> PhaseOutcome:
+    p = ctx.profile
+    base = float(ctx.memo.get("sustained_throughput") or 0.0)
+    rates = [round(base * f, 1) for f in p.rate_fractions] if base > 0 else list(_LADDER)
+    rates = [r for r in rates if r > 0]
+    judge = StepJudge(ctx.thresholds, overload_budget=ctx.thresholds.error_budget, min_achieved_ratio=0.95)
+    make_call = ctx.load_call()
+    saturation: float | None = None
+    max_good: float | None = None
+    status = "completed"
+    for offered in rates:
+        step = await ctx.open("rate", offered, p.rate_step_s, make_call)
+        outcome = step.outcome()
+        if judge.good(outcome):
+            if saturation is None:
+                max_good = offered
+        elif saturation is None:
+            saturation = offered
+        if not await ctx.alive("rate"):
+            status = "aborted"
+            break
+        if saturation is not None and offered >= saturation * 1.5:
+            break  # well past saturation: more steps only pile up load
+    notes = [
+        f"rates are fractions of the tsunami's sustained {base:,.0f} ok/s"
+        if base > 0
+        else "no tsunami ran first: a fixed ladder of rates"
+    ]
+    return PhaseOutcome(status, "calls/s", {"saturation_rate": saturation, "max_good_rate": max_good}, notes)

@@ -1,0 +1,350 @@
+"""One stress run: start the target, discover it, run the phases, and write the reports."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import platform
+import random
+import resource
+import shlex
+import socket
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import orjson
+import psutil
+
+from bemcp import __version__
+from bemcp.stress.discovery import discover
+from bemcp.stress.load import SessionPool
+from bemcp.stress.model import Finding, Thresholds
+from bemcp.stress.phases import PHASES, PhaseContext, PhaseOutcome
+from bemcp.stress.profiles import PROFILES
+from bemcp.stress.recorder import Recorder
+from bemcp.stress.report import finalize, write_all
+from bemcp.stress.sampler import Sampler
+from bemcp.stress.targets import Target, parse_target
+
+PHASE_ORDER = ("tsunami", "avalanche", "chaos", "rate", "soak")
+# The embedded server budgets from a simulated 1 GiB container limit, so the avalanche reaches the
+# budget in seconds instead of allocating most of the host's memory.
+EMBEDDED_SERVE_ARGS = ("--memory-limit-mb", "1024")
+_SEVERITY = {"critical": 0, "warning": 1, "info": 2}
+
+
+@dataclass(slots=True)
+class StressOptions:
+    target: str = "embedded"
+    profile: str = "quick"
+    phases: tuple[str, ...] = PHASE_ORDER
+    out: Path | None = None
+    slo_p99_ms: float = 1000.0
+    error_budget: float = 0.01
+    seed: int = 1
+    allow_writes: bool = False
+    revision: str = "auto"
+    serve_args: tuple[str, ...] = ()
+    quiet: bool = False
+    command: str = field(default_factory=lambda: shlex.join(["bemcp", *sys.argv[1:]]))
+
+
+class StressLog:
+    """`stress.log`: JSON lines of what the run did (phases, steps, findings)."""
+
+    def __init__(self, path: Path) -> None:
+        self._f: TextIO = path.open("a", encoding="utf-8")
+
+    def event(self, kind: str, **fields: Any) -> None:
+        record = {"ts": dt.datetime.now(dt.UTC).isoformat(timespec="microseconds"), "event": kind, **fields}
+        self._f.write(orjson.dumps(record, default=str).decode() + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def default_out() -> Path:
+    return Path("bemcp-reports") / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def _raise_fd_limit() -> None:
+    # Every caller holds a connection: thousands of callers need thousands of descriptors.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    del soft
+
+
+async def run(opts: StressOptions, say: Any) -> tuple[dict[str, Any], dict[str, Path]]:
+    """Run and report; raises TargetError (unreachable, bad spec) before any load is applied."""
+    out = opts.out or default_out()
+    out.mkdir(parents=True, exist_ok=True)
+    log = StressLog(out / "stress.log")
+    _raise_fd_limit()
+    profile = PROFILES[opts.profile]
+    thresholds = Thresholds(opts.slo_p99_ms, opts.error_budget)
+    started_wall = dt.datetime.now(dt.UTC)
+    recorder = Recorder()
+    serve_args = tuple(opts.serve_args) or EMBEDDED_SERVE_ARGS
+    target = parse_target(opts.target, serve_args=serve_args, log_dir=out, revision=opts.revision)  # type: ignore[arg-type]
+    log.event("run_started", options={k: str(v) for k, v in vars_of(opts).items()})
+    try:
+        say(f"target {opts.target}: starting and detecting the protocol revision")
+        info = await target.start()
+        say(
+            f"target speaks {info.revision} ({info.server_info.get('name', '?')} "
+            f"{info.server_info.get('version', '')})".rstrip()
+        )
+        probe = target.session()
+        allow_writes = opts.allow_writes or target.kind == "embedded"  # our own server writes only to its sandbox
+        try:
+            found = await discover(probe, allow_writes=allow_writes)
+        finally:
+            await probe.close()
+        say(f"{len(found.tools)} tools; callable: {', '.join(t.name for t in found.callable)}")
+        log.event("discovered", **found.to_dict())
+        sampler = Sampler(metrics_url=target.metrics_url, pid=target.pid, t0=recorder.t0)
+        pool = SessionPool(target)
+        findings: list[Finding] = []
+        deaths: list[dict[str, Any]] = []
+        ctx = PhaseContext(
+            target, found, recorder, sampler, pool, thresholds, profile, random.Random(opts.seed), findings, say, deaths
+        )
+        phases: dict[str, dict[str, Any]] = {}
+        await sampler.start()
+        try:
+            for name in opts.phases:
+                phases[name] = await _run_phase(ctx, name, log, say)
+        finally:
+            await sampler.stop()
+            await pool.close()
+            alive_at_end = await target.alive()
+        report = _report(opts, target, found, recorder, sampler, ctx, phases, started_wall, alive_at_end)
+    finally:
+        await target.close()
+    totals = recorder.to_dict()["totals"]
+    finalize(report, latency_ms=totals.get("latency_ms"))
+    paths = write_all(report, out)
+    paths["log"] = out / "stress.log"
+    log.event("run_finished", verdict=report["verdict"]["status"], consistency=report["consistency"]["passed"])
+    log.close()
+    return report, paths
+
+
+def vars_of(opts: StressOptions) -> dict[str, Any]:
+    return {name: getattr(opts, name) for name in opts.__slots__}
+
+
+async def _run_phase(ctx: PhaseContext, name: str, log: StressLog, say: Any) -> dict[str, Any]:
+    started = dt.datetime.now(dt.UTC)
+    t_start = time.monotonic()
+    offset = t_start - ctx.recorder.t0
+    say(f"phase {name}")
+    log.event("phase_started", phase=name)
+    if ctx.deaths:
+        outcome = PhaseOutcome("skipped", "concurrency", _empty_results(name), ["the target had died"])
+    else:
+        try:
+            outcome = await PHASES[name](ctx)
+        except Exception as e:  # the tester's own failure: reported, never a traceback for the user
+            ctx.findings.append(
+                Finding("critical", name, f"The {name} phase failed in the tester: {type(e).__name__}: {e}", {})
+            )
+            outcome = PhaseOutcome("aborted", "concurrency", _empty_results(name), [f"tester error: {e}"])
+    duration = time.monotonic() - t_start
+    log.event("phase_finished", phase=name, status=outcome.status, results=outcome.results, notes=outcome.notes)
+    return {
+        "status": outcome.status,
+        "started_at": started.isoformat(),
+        "offset_s": round(offset, 6),
+        "duration_s": round(duration, 6),
+        "level_unit": outcome.level_unit,
+        "results": outcome.results,
+        "notes": outcome.notes,
+    }
+
+
+def _empty_results(name: str) -> dict[str, Any]:
+    empty: dict[str, dict[str, Any]] = {
+        "tsunami": {"max_sustainable_concurrency": None},
+        "avalanche": {"largest_accepted_mb": None, "rejected_above_mb": None, "rss_after_bytes": None},
+        "chaos": {"survived": False, "answered_all": False},
+        "rate": {"saturation_rate": None},
+        "soak": {"rss_slope_bytes_per_s": None, "leak_verdict": "inconclusive"},
+    }
+    return empty[name]
+
+
+def _report(
+    opts: StressOptions,
+    target: Target,
+    found: Any,
+    recorder: Recorder,
+    sampler: Sampler,
+    ctx: PhaseContext,
+    phases: dict[str, dict[str, Any]],
+    started: dt.datetime,
+    alive_at_end: bool,
+) -> dict[str, Any]:
+    rec = recorder.to_dict()
+    finished = dt.datetime.now(dt.UTC)
+    report_phases: dict[str, Any] = {}
+    for name, meta in phases.items():
+        steps = rec["phases"].get(name, {}).get("steps", [])
+        entry = {k: meta[k] for k in ("status", "started_at", "offset_s", "duration_s", "level_unit")}
+        entry["steps"] = steps
+        entry["results"] = meta["results"]
+        if meta["notes"]:
+            entry["notes"] = meta["notes"]
+        report_phases[name] = entry
+    samples = sampler.target_samples
+    budget = next((s.memory_budget_bytes for s in reversed(samples) if s.memory_budget_bytes), None)
+    events = sampler.protection_events()
+    if events["source"] == "none":
+        events = _client_side_events(rec)
+    if sampler.target_died() and not ctx.deaths:
+        ctx.deaths.append({"t": None, "phase": None, "detail": "a sample found the target process gone"})
+    findings = sorted(ctx.findings, key=lambda f: _SEVERITY[f.severity])
+    used = sorted(
+        {
+            k
+            for p in rec["phases"].values()
+            for s in p["steps"]
+            for k in s.get("kinds", {})
+            if not k.startswith("chaos:")
+        }
+    )
+    return {
+        "schema_version": 1,
+        "tool": {"name": "bemcp stress", "version": __version__},
+        "run": {
+            "id": uuid.uuid4().hex,
+            "started_at": started.isoformat(),
+            "finished_at": finished.isoformat(),
+            "duration_s": round((finished - started).total_seconds(), 3),
+            "seed": opts.seed,
+            "profile": opts.profile,
+            "phases": list(opts.phases),
+            "command": opts.command,
+            "workers": 1,
+            "timeseries_interval_s": 1,
+        },
+        "target": {
+            "spec": opts.target,
+            "kind": target.kind,
+            "revision": target.revision,
+            "server_info": target.info.server_info if target.info else None,
+            "pid": target.pid,
+            "tools_discovered": [t.name for t in found.tools],
+            "tools_used": used,
+            "skipped_tools": dict(found.skipped),
+            "memory_budget_bytes": budget,
+            "alive_at_end": alive_at_end,
+            "deaths": ctx.deaths,
+        },
+        "environment": _environment(),
+        "thresholds": {"slo_p99_ms": opts.slo_p99_ms, "error_budget": opts.error_budget},
+        "phases": report_phases,
+        "timeseries": rec["timeseries"],
+        "target_samples": [s.to_dict() for s in samples],
+        "protection_events": events,
+        "limits": _limits(report_phases, samples),
+        "findings": [
+            {"severity": f.severity, "phase": f.phase, "message": f.message, "data": f.data} for f in findings
+        ],
+    }
+
+
+def _client_side_events(rec: dict[str, Any]) -> dict[str, Any]:
+    rejected: dict[str, int] = {}
+    for phase in rec["phases"].values():
+        for step in phase["steps"]:
+            for key, n in step.get("details", {}).items():
+                outcome, _, detail = key.partition(":")
+                if outcome == "overload":
+                    rejected[detail or "unknown"] = rejected.get(detail or "unknown", 0) + n
+    return {"source": "client" if rejected else "none", "rejected": rejected, "watchdog": {}, "memory_levels_seen": []}
+
+
+def _limits(phases: dict[str, Any], samples: list[Any]) -> list[dict[str, Any]]:
+    limits: list[dict[str, Any]] = []
+    t = phases.get("tsunami")
+    if t is not None and t["status"] != "skipped":
+        r = t["results"]
+        bounded = r.get("stop_reason") in ("max level", "client-bound")
+        limits.append(
+            {
+                "name": "max sustainable concurrency",
+                "value": r["max_sustainable_concurrency"],
+                "unit": "callers",
+                "phase": "tsunami",
+                "confidence": "medium" if bounded else "high",
+                "how": "the highest closed-model step within the SLO and the error budget"
+                + (" (the ramp's ceiling: the true limit is higher)" if bounded else ""),
+            }
+        )
+    rt = phases.get("rate")
+    if rt is not None and rt["status"] != "skipped":
+        limits.append(
+            {
+                "name": "saturation rate",
+                "value": rt["results"]["saturation_rate"],
+                "unit": "calls/s",
+                "phase": "rate",
+                "confidence": "high",
+                "how": "the lowest offered rate whose achieved rate fell short or whose p99 passed the SLO",
+            }
+        )
+    av = phases.get("avalanche")
+    if av is not None and av["status"] != "skipped":
+        limits.append(
+            {
+                "name": "largest accepted allocation",
+                "value": av["results"]["largest_accepted_mb"],
+                "unit": "MB",
+                "phase": "avalanche",
+                "confidence": "medium",
+                "how": "doubling allocate_memory sizes until the server refused one",
+            }
+        )
+    limit_samples = [s.concurrency_limit for s in samples if s.concurrency_limit]
+    if limit_samples:
+        limits.append(
+            {
+                "name": "server concurrency limit",
+                "value": limit_samples[-1],
+                "unit": "calls",
+                "phase": "run",
+                "confidence": "high",
+                "how": "read from the target's /metrics",
+            }
+        )
+    return limits
+
+
+def _environment() -> dict[str, Any]:
+    from bemcp.runtime.memory import detect_memory_limit
+
+    limit = None
+    with contextlib.suppress(Exception):
+        detected = detect_memory_limit()
+        limit = detected.limit if detected.container else None
+    return {
+        "hostname": socket.gethostname(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "memory_bytes": psutil.virtual_memory().total,
+        "container_limit_bytes": limit,
+    }
+
+
+def run_sync(opts: StressOptions, say: Any) -> tuple[dict[str, Any], dict[str, Path]]:
+    return asyncio.run(run(opts, say))
