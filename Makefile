@@ -12,7 +12,7 @@ CONF_VERSION := 0.1.16
 CONF_ALPHA_VERSION := 0.2.0-alpha.12
 export PATH := $(CURDIR)/$(NODE22_DIR)/node_modules/.bin:$(PATH)
 
-.PHONY: setup run serve test lint typecheck unit conformance conformance-alpha bench deps-debian clean
+.PHONY: setup run serve test lint typecheck unit conformance conformance-alpha bench deps-debian browser clean
 
 setup: $(VENV)/.installed $(NODE22) $(CONF_DIR)/.installed $(CONF_ALPHA_DIR)/.installed
 
@@ -38,7 +38,11 @@ $(CONF_ALPHA_DIR)/.installed: $(NODE22)
 	cd $(CONF_ALPHA_DIR) && ( test -f package.json || npm init -y >/dev/null ) && npm install --no-audit --no-fund @modelcontextprotocol/conformance@$(CONF_ALPHA_VERSION) >/dev/null
 	touch $@
 
+# The main job: a quick stress run against the embedded BE-MCP server; prints where the reports are.
 run: $(VENV)/.installed
+	$(BIN)/bemcp stress --profile quick
+
+serve: $(VENV)/.installed
 	$(BIN)/bemcp serve --transport http --host 127.0.0.1 --port 8000
 
 lint: $(VENV)/.installed
@@ -48,7 +52,7 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy
 
-unit: setup
+unit: setup browser
 	$(BIN)/pytest -q
 
 test: setup lint typecheck unit
@@ -58,6 +62,10 @@ conformance-alpha: setup
 
 deps-debian:
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
+
+# Headless Chromium renders report.html in the tests.
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
 bench: setup deps-debian
 	$(BIN)/python benchmarks/bench_http.py
