@@ -360,16 +360,19 @@ class StepRecorder:
                 "outcomes": kcounts,
                 "latency_ms": self.histogram(kind).summary(),
             }
+        # Rates come from the duration as reported, so a reader dividing counts by it gets the same rates
+        # (a sub-millisecond step keeps microseconds rather than rounding to zero).
+        shown = round(duration, 3) or round(duration, 6)
         return {
             "level": self.level,
             "model": self.model,
             "concurrency": self.concurrency,
             "offered_rate": self.offered_rate,
-            "duration_s": round(duration, 6),
+            "duration_s": shown,
             "calls": calls,
             "outcomes": counts,
-            "throughput": round(counts["ok"] / duration, 3) if duration > 0 else 0.0,
-            "achieved_rate": round(calls / duration, 3) if duration > 0 else 0.0,
+            "throughput": round(counts["ok"] / shown, 3) if shown > 0 else 0.0,
+            "achieved_rate": round(calls / shown, 3) if shown > 0 else 0.0,
             "latency_ms": self.histogram().summary(),
             "client_cpu_percent": self.client_cpu_percent,
             "client_bound": self.client_bound,
