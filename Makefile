@@ -7,14 +7,16 @@ CACHE := .cache
 NODE22_DIR := $(CACHE)/node22
 CONF_DIR := $(CACHE)/conformance
 CONF_ALPHA_DIR := $(CACHE)/conformance-alpha
+EVERYTHING_DIR := $(CACHE)/server-everything
 NODE22 := $(NODE22_DIR)/node_modules/.bin/node
 CONF_VERSION := 0.1.16
 CONF_ALPHA_VERSION := 0.2.0-alpha.12
+EVERYTHING_VERSION := 2026.8.31
 export PATH := $(CURDIR)/$(NODE22_DIR)/node_modules/.bin:$(PATH)
 
 .PHONY: setup run serve test lint typecheck unit conformance conformance-alpha bench deps-debian browser clean
 
-setup: $(VENV)/.installed $(NODE22) $(CONF_DIR)/.installed $(CONF_ALPHA_DIR)/.installed
+setup: $(VENV)/.installed $(NODE22) $(CONF_DIR)/.installed $(CONF_ALPHA_DIR)/.installed $(EVERYTHING_DIR)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -36,6 +38,12 @@ $(CONF_DIR)/.installed: $(NODE22)
 $(CONF_ALPHA_DIR)/.installed: $(NODE22)
 	mkdir -p $(CONF_ALPHA_DIR)
 	cd $(CONF_ALPHA_DIR) && ( test -f package.json || npm init -y >/dev/null ) && npm install --no-audit --no-fund @modelcontextprotocol/conformance@$(CONF_ALPHA_VERSION) >/dev/null
+	touch $@
+
+# A server no one here wrote, for the stress tester's end-to-end tests (tests/stress/test_e2e.py).
+$(EVERYTHING_DIR)/.installed: $(NODE22)
+	mkdir -p $(EVERYTHING_DIR)
+	cd $(EVERYTHING_DIR) && ( test -f package.json || npm init -y >/dev/null ) && npm install --no-audit --no-fund @modelcontextprotocol/server-everything@$(EVERYTHING_VERSION) >/dev/null
 	touch $@
 
 # The main job: a quick stress run against the embedded BE-MCP server; prints where the reports are.

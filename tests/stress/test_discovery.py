@@ -215,3 +215,6 @@ def test_load_tool_prefers_cheap_names_then_simple_schemas() -> None:
     assert found.load_tool().name == "get_status"
     plain = Discovery([], [tool("search", 2), tool("translate", 0)], {})
     assert plain.load_tool().name == "translate"
+    # An echo beats a health tool, however simple: BE-MCP's built-in server_health skips load shedding.
+    app = Discovery([], [tool("server_health", 0), tool("echo", 1), tool("search", 2)], {})
+    assert app.load_tool().name == "echo"

@@ -46,6 +46,9 @@ _WORKLOAD_SIGNATURE: Final = {
 }
 # Names that suggest a cheap call, for choosing the tool of plain load on a server we know nothing about.
 _CHEAP = re.compile(r"(^|[_.-])(echo|ping|noop|health|status|version|time|now|hello)($|[_.-])", re.IGNORECASE)
+# Among those, echo-like tools come first: a health or status tool may be special-cased by the server (BE-MCP's
+# built-in server_health is exempt from load shedding), so loading it would measure what no other call gets.
+_ECHO = re.compile(r"(^|[_.-])(echo|ping|noop)($|[_.-])", re.IGNORECASE)
 _MAX_PAGES = 100
 
 
@@ -180,12 +183,15 @@ class Discovery:
         return next((t for t in self.callable if t.name == name), None)
 
     def load_tool(self) -> Tool:
-        """The tool for plain load: the workload's echo, else one that looks cheap, else the simplest."""
+        """The tool for plain load: the workload's echo, else an echo-like tool, else one that looks cheap (a
+        health or status tool), else the simplest."""
         if self.workload is not None and self.workload.has("echo"):
             found = self.tool("echo")
             if found is not None:
                 return found
-        cheap = [t for t in self.callable if _CHEAP.search(t.name)]
+        cheap = [t for t in self.callable if _ECHO.search(t.name)] or [
+            t for t in self.callable if _CHEAP.search(t.name)
+        ]
         pool = cheap or self.callable
         return min(pool, key=lambda t: (len(t.required()), len(t.input_schema.get("properties") or {}), t.name))
 
