@@ -36,6 +36,9 @@ class SessionPool:
     def give(self, session: Session) -> None:
         self._free.append(session)
 
+    async def target_alive(self) -> bool:
+        return await self._target.alive()
+
     def discard(self, session: Session) -> None:
         if session in self._all:
             self._all.remove(session)
@@ -54,18 +57,34 @@ async def closed_step(
     rng: random.Random,
     timeout: float,
 ) -> None:
-    """`concurrency` callers, each with one call outstanding, for `duration` seconds."""
-    end = time.monotonic() + duration
+    """`concurrency` callers, each with one call outstanding, for `duration` seconds.
+
+    A transport error makes one caller ask whether the target is still alive;
+    if it is not, the step ends for every caller (a dead target fails calls in
+    microseconds, which would otherwise fill the step with instant failures).
+    """
+    deadline = [time.monotonic() + duration]
     calls = [[make_call(rng) for _ in range(8)] for _ in range(concurrency)]  # seeded up front: reproducible
+    probing = asyncio.Lock()
+
+    async def check_alive() -> None:
+        if probing.locked():
+            return
+        async with probing:
+            if not await pool.target_alive():
+                deadline[0] = time.monotonic()
 
     async def caller(i: int) -> None:
         session = pool.take()
         n = 0
         try:
-            while time.monotonic() < end:
+            while time.monotonic() < deadline[0]:
                 call = calls[i][n % len(calls[i])]
                 n += 1
-                step.record(await session.call_tool(call.name, call.arguments, timeout=timeout))
+                result = await session.call_tool(call.name, call.arguments, timeout=timeout)
+                step.record(result)
+                if result.outcome == "transport_error":
+                    await check_alive()
         finally:
             pool.give(session)
 

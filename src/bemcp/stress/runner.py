@@ -30,7 +30,7 @@ from bemcp.stress.profiles import PROFILES
 from bemcp.stress.recorder import Recorder
 from bemcp.stress.report import finalize, write_all
 from bemcp.stress.sampler import Sampler
-from bemcp.stress.targets import Target, parse_target
+from bemcp.stress.targets import Target, TargetError, parse_target
 
 PHASE_ORDER = ("tsunami", "avalanche", "chaos", "rate", "soak")
 # The embedded server budgets from a simulated 1 GiB container limit, so the avalanche reaches the
@@ -97,7 +97,12 @@ async def run(opts: StressOptions, say: Any) -> tuple[dict[str, Any], dict[str, 
     log.event("run_started", options={k: str(v) for k, v in vars_of(opts).items()})
     try:
         say(f"target {opts.target}: starting and detecting the protocol revision")
-        info = await target.start()
+        try:
+            info = await target.start()
+        except TargetError as e:
+            log.event("run_failed", reason=str(e))
+            log.close()
+            raise
         say(
             f"target speaks {info.revision} ({info.server_info.get('name', '?')} "
             f"{info.server_info.get('version', '')})".rstrip()
