@@ -61,6 +61,7 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="seconds of stall after which the server exits with code 75 (default 30)",
     )
     g.add_argument("--drain-timeout", type=float, help="seconds a drain waits for in-flight calls (default 10)")
+    g.add_argument("--protections", choices=["on", "off"], help=argparse.SUPPRESS)  # overhead benchmarks only
     g.add_argument(
         "--supervise",
         action="store_true",
@@ -96,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.supervise:
             return _supervise(list(sys.argv[1:] if argv is None else argv))
         given = {k: v for k, v in vars(args).items() if k not in ("command", "config", "supervise")}
+        if given.get("protections") is not None:
+            given["protections"] = given["protections"] == "on"
         try:
             cfg = config.load(given, args.config)
             return serve.run(cfg)

@@ -38,6 +38,7 @@ class ServeConfig:
     emergency_threshold: float = 30.0
     drain_timeout: float = 10.0
     task_log: bool = True
+    protections: bool = True
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")

@@ -70,6 +70,7 @@ def runtime_config(cfg: ServeConfig) -> RuntimeConfig:
         stall_threshold=cfg.stall_threshold,
         emergency_threshold=cfg.emergency_threshold,
         drain_timeout=cfg.drain_timeout,
+        protections=cfg.protections,
     )
 
 

@@ -345,8 +345,9 @@ class Server:
         server under pressure can still say how it is.
         """
         rt = self.runtime
+        protect = rt.protect
         token = None
-        if not essential:
+        if protect and not essential:
             refused = rt.shed(read_only)
             if refused is not None:
                 rt.metrics.shed.inc(refused.reason)
@@ -354,7 +355,8 @@ class Server:
             token = rt.admission.try_acquire() or await rt.admission.acquire()
         tasks = rt.tasks
         rec = tasks.begin(method, name, timeout, functools.partial(cancel_exchange, ex))
-        rt.tasklog.task_started(rec.id, method, name, ex.request_id, timeout)
+        if protect:
+            rt.tasklog.task_started(rec.id, method, name, ex.request_id, timeout)
         outcome = "error"
         try:
             if timeout is None:
@@ -386,10 +388,11 @@ class Server:
             if token is not None:
                 token.release(_SAMPLE.get(outcome, "ignore"))
             tasks.end(rec, outcome)
-            duration = time.monotonic() - rec.started
-            rt.metrics.completed.inc(outcome)
-            rt.metrics.latency.observe(duration, method)
-            rt.tasklog.task_finished(rec.id, method, name, outcome, duration * 1000)
+            if protect:
+                duration = time.monotonic() - rec.started
+                rt.metrics.completed.inc(outcome)
+                rt.metrics.latency.observe(duration, method)
+                rt.tasklog.task_finished(rec.id, method, name, outcome, duration * 1000)
 
     # -- resources ---------------------------------------------------------
 

@@ -55,6 +55,9 @@ class RuntimeConfig:
     deadline_grace: float = 1.0
     drain_timeout: float = 10.0
     max_fanout_nodes: int = 10_000
+    # False turns off shedding, admission, the memory sampler, the watchdog, metrics and the task log:
+    # only for measuring what they cost (benchmarks/bench_overhead.py), never for serving.
+    protections: bool = True
 
 
 class Runtime:
@@ -71,7 +74,8 @@ class Runtime:
             physical = psutil.virtual_memory().total
             limit = MemoryLimit(int(cfg.memory_limit_mb * 1024 * 1024), "configured", False, physical)
         self.memory = MemoryManager(MemoryConfig(memory_fraction=cfg.memory_fraction), limit=limit)
-        self.tasklog = TaskLog(cfg.log_file, enabled=cfg.task_log)
+        self.protect = cfg.protections
+        self.tasklog = TaskLog(cfg.log_file, enabled=cfg.task_log and cfg.protections)
         self.watchdog = Watchdog(
             WatchdogConfig(
                 stall_threshold=cfg.stall_threshold,
@@ -113,9 +117,10 @@ class Runtime:
         if self.tasklog.enabled:
             self.tasklog.start()
             self.tasklog.attach(logging.getLogger("bemcp"), exclusive=False)
-        self.memory.start()
-        if loop is not None:  # without a loop (embedded, tests) there is no heartbeat to watch
-            self.watchdog.start(loop)
+        if self.protect:
+            self.memory.start()
+            if loop is not None:  # without a loop (embedded, tests) there is no heartbeat to watch
+                self.watchdog.start(loop)
 
     def stop(self) -> None:
         pool, self._pool = self._pool, None
