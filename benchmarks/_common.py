@@ -191,7 +191,13 @@ def package_versions(echo: str) -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"echo": echo}
-    for server, dist in (("bemcp", "bemcp"), ("sdk", "mcp"), ("sdk-sse", "mcp"), ("fastmcp", "fastmcp")):
+    for server, dist in (
+        ("bemcp", "bemcp"),
+        ("bemcp-bare", "bemcp"),
+        ("sdk", "mcp"),
+        ("sdk-sse", "mcp"),
+        ("fastmcp", "fastmcp"),
+    ):
         with contextlib.suppress(PackageNotFoundError):
             out[server] = version(dist)
     return out

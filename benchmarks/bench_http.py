@@ -10,6 +10,7 @@ Usage (from the repository root; needs `wrk`, e.g. `apt-get install -y wrk`):
 Servers (each a subprocess pinned to CPU 0 with `taskset -c 0`; wrk runs with one thread pinned to CPU 1):
 
 - bemcp:   `python -m bemcp serve --transport http --app benchmarks.apps:bemcp_app`
+- bemcp-bare: the same with `--protections off` (what the protections cost)
 - sdk:     the SDK's `MCPServer` at its best: log level WARNING, json_response=True, uvicorn with uvloop + httptools,
            no access log. "vs SDK" ratios are against this one.
 - sdk-sse: the same with the SDK's default json_response=False (SSE-capable, 1.6-2.3x slower), for reference
@@ -57,7 +58,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 from benchmarks import _common as c
 from benchmarks.apps import fastmcp_available
 
-SERVERS = ("bemcp", "sdk", "sdk-sse", "fastmcp", "echo")
+SERVERS = ("bemcp", "bemcp-bare", "sdk", "sdk-sse", "fastmcp", "echo")
 CEILING = "echo"
 READY_TIMEOUT = 40.0
 
@@ -77,9 +78,12 @@ class Server:
 
 
 def server_cmd(name: str, port: int) -> list[str]:
-    if name == "bemcp":
+    if name in ("bemcp", "bemcp-bare"):
         args = ["serve", "--transport", "http", "--app", "benchmarks.apps:bemcp_app", "--port", str(port)]
-        return [c.PYTHON, "-m", "bemcp", *args, "--log-level", "warning"]
+        # bemcp-bare: the protections (shedding, admission, memory sampler, watchdog, metrics, task log) off,
+        # to measure what they cost beside the protected server in the same run.
+        bare = ["--protections", "off"] if name == "bemcp-bare" else []
+        return [c.PYTHON, "-m", "bemcp", *args, "--log-level", "warning", *bare]
     if name == "sdk-sse":  # the SDK's default, SSE-capable mode: slower, kept to show what the setting is worth
         return [c.PYTHON, "-m", "benchmarks.apps", "sdk", "--port", str(port)]
     # The SDK and FastMCP at their best: plain JSON responses.
