@@ -119,6 +119,15 @@ class Exchange:
     cancel_reason: str | None = None
     task: asyncio.Task[Any] | None = None
 
+    def cancel(self, reason: str) -> bool:
+        """Cancel the task serving this request, recording why; False if already cancelled or not running."""
+        task = self.task
+        if self.cancel_reason is not None or task is None or task.done():
+            return False
+        self.cancel_reason = reason
+        task.cancel()
+        return True
+
     @property
     def version(self) -> str | None:
         return self.protocol_version if self.modern else self.peer.protocol_version

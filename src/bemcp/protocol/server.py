@@ -348,14 +348,16 @@ class Server:
         protect = rt.protect
         token = None
         if protect and not essential:
-            refused = rt.shed(read_only)
-            if refused is not None:
-                rt.metrics.shed.inc(refused.reason)
-                raise refused
+            if rt.shedding:
+                refused = rt.shed(read_only)
+                if refused is not None:
+                    rt.metrics.shed.inc(refused.reason)
+                    raise refused
             token = rt.admission.try_acquire() or await rt.admission.acquire()
         tasks = rt.tasks
-        rec = tasks.begin(method, name, timeout, functools.partial(cancel_exchange, ex))
-        if protect:
+        rec = tasks.begin(method, name, timeout, ex.cancel, ex.task)
+        log_tasks = rt.log_tasks
+        if log_tasks:
             rt.tasklog.task_started(rec.id, method, name, ex.request_id, timeout)
         outcome = "error"
         try:
@@ -390,9 +392,9 @@ class Server:
             tasks.end(rec, outcome)
             if protect:
                 duration = time.monotonic() - rec.started
-                rt.metrics.completed.inc(outcome)
-                rt.metrics.latency.observe(duration, method)
-                rt.tasklog.task_finished(rec.id, method, name, outcome, duration * 1000)
+                rt.metrics.call_done(method, outcome, duration)
+                if log_tasks:
+                    rt.tasklog.task_finished(rec.id, method, name, outcome, duration * 1000)
 
     # -- resources ---------------------------------------------------------
 
@@ -514,11 +516,7 @@ class Server:
 
 def cancel_exchange(ex: Exchange, reason: str) -> bool:
     """Cancel the task serving `ex`, recording why; False if it is already cancelled or not running."""
-    if ex.cancel_reason is not None or ex.task is None or ex.task.done():
-        return False
-    ex.cancel_reason = reason
-    ex.task.cancel()
-    return True
+    return ex.cancel(reason)
 
 
 def _content_list(value: Any) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ from typing import Any, Final, Literal
 
 from bemcp.errors import McpError
 from bemcp.protocol import codes
-from bemcp.runtime.limits import LimitAlgorithm
+from bemcp.runtime.limits import FixedLimit, LimitAlgorithm
 
 Reason = Literal["concurrency_limit", "queue_timeout", "draining"]
 Outcome = Literal["success", "dropped", "ignore"]
@@ -140,6 +140,7 @@ class Admission:
             raise ValueError(f"queue_timeout must be >= 0 or None, got {queue_timeout}")
         self._algorithm = limit
         self._cap = limit.limit  # cached: read on every acquire, changes only in on_sample
+        self._fixed = isinstance(limit, FixedLimit)
         self._queue_size = queue_size
         self._queue_timeout = queue_timeout
         self._clock = clock
@@ -267,7 +268,7 @@ class Admission:
         avg = self._avg_call_ns
         self._avg_call_ns = rtt if avg == 0 else avg + ((rtt - avg) >> 4)
         self._in_flight -= 1
-        if outcome == "ignore":
+        if outcome == "ignore" or self._fixed:  # a fixed limit learns nothing from samples
             if self._waiters:
                 self._grant()
             return

@@ -76,6 +76,7 @@ class Runtime:
         self.memory = MemoryManager(MemoryConfig(memory_fraction=cfg.memory_fraction), limit=limit)
         self.protect = cfg.protections
         self.tasklog = TaskLog(cfg.log_file, enabled=cfg.task_log and cfg.protections)
+        self.log_tasks = self.tasklog.enabled  # read on every call: a plain attribute
         self.watchdog = Watchdog(
             WatchdogConfig(
                 stall_threshold=cfg.stall_threshold,
@@ -89,7 +90,11 @@ class Runtime:
         )
         self.sandbox = Sandbox()
         self.metrics = RuntimeMetrics(self)
-        self.draining = False
+        self._draining = False
+        # True while a new call may have to be shed (draining, or memory at high or above): the hot
+        # path reads this one flag and only then asks why.
+        self.shedding = False
+        self.memory.add_listener(self._on_memory_level)
         self.sync_running = 0  # worker threads busy with a call
         self.sync_abandoned = 0  # of those, calls already answered (past their deadline)
         self._pool: ThreadPoolExecutor | None = None
@@ -132,6 +137,21 @@ class Runtime:
         self.sandbox.close()
         self.tasklog.stop()
         self._loop = None
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    @draining.setter
+    def draining(self, value: bool) -> None:
+        self._draining = value
+        self._update_shedding()
+
+    def _on_memory_level(self, old: MemoryLevel, new: MemoryLevel) -> None:
+        self._update_shedding()
+
+    def _update_shedding(self) -> None:
+        self.shedding = self._draining or self.memory.level >= MemoryLevel.HIGH
 
     @property
     def uptime(self) -> float:

@@ -67,6 +67,13 @@ class RuntimeMetrics:
         reg.gauge("uptime_seconds", "Seconds since the runtime started.", read=lambda: rt.uptime)
         self._rt = rt
 
+    def call_done(self, method: str, outcome: str, seconds: float) -> None:
+        """Count one finished call (the hot path: two dict updates and a bisect)."""
+        values = self.completed.values
+        key = (outcome,)
+        values[key] = values.get(key, 0.0) + 1.0
+        self.latency.observe(seconds, method)
+
     def shed_counts(self) -> dict[str, int]:
         return {labels[0]: int(v) for labels, v in self.shed.values.items()}
 

@@ -37,11 +37,16 @@ class TaskManager:
         self._idle_waiters: list[asyncio.Future[None]] = []
 
     def begin(
-        self, method: str, name: str, timeout: float | None, cancel: Callable[[str], bool] | None = None
+        self,
+        method: str,
+        name: str,
+        timeout: float | None,
+        cancel: Callable[[str], bool] | None = None,
+        task: asyncio.Task[Any] | None = None,
     ) -> TaskRecord:
         now = time.monotonic()
         deadline = None if timeout is None else now + timeout
-        rec = TaskRecord(next(self._ids), method, name, now, deadline, asyncio.current_task(), cancel=cancel)
+        rec = TaskRecord(next(self._ids), method, name, now, deadline, task or asyncio.current_task(), cancel=cancel)
         self.inflight[rec.id] = rec
         return rec
 
