@@ -199,7 +199,7 @@ class Server:
     def cancel(self, peer: Peer, req_id: Any, reason: str) -> bool:
         """Cancel the peer's in-flight request `req_id`; False when there is none."""
         ex = peer.inflight.get(req_id) if jsonrpc.valid_id(req_id) else None
-        return ex is not None and cancel_exchange(ex, reason)
+        return ex is not None and ex.cancel(reason)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -512,11 +512,6 @@ class Server:
             got = handler(req)
             values = list(await got if asyncio.iscoroutine(got) else got)  # type: ignore[arg-type]
         return {"completion": {"values": values[:100], "total": len(values), "hasMore": len(values) > 100}}
-
-
-def cancel_exchange(ex: Exchange, reason: str) -> bool:
-    """Cancel the task serving `ex`, recording why; False if it is already cancelled or not running."""
-    return ex.cancel(reason)
 
 
 def _content_list(value: Any) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from typing import Any
 from bemcp.protocol import codes, jsonrpc, versions
 from bemcp.protocol.exchange import Exchange, Peer
 from bemcp.protocol.jsonrpc import Kind, Message
-from bemcp.protocol.server import Server, cancel_exchange
+from bemcp.protocol.server import Server
 from bemcp.transports.sessions import Session, SessionStore
 
 log = logging.getLogger("bemcp.http")
@@ -142,6 +142,9 @@ class HttpTransport:
         # 2026-07-28 requests carry their own version and capabilities; they share one session-less peer.
         self._stateless = Peer()
         self.runtime = server.runtime
+        self.runtime.metrics.registry.gauge(
+            "sessions", "Open 2025-11-25 HTTP sessions.", read=lambda: len(self.sessions)
+        )
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -465,7 +468,7 @@ class HttpTransport:
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
-                    cancel_exchange(ex, "disconnect")
+                    ex.cancel("disconnect")
                     return
 
         holder.append(asyncio.get_running_loop().create_task(watch(), name="bemcp-disconnect-watch"))

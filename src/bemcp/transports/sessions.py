@@ -8,7 +8,6 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from bemcp.protocol import jsonrpc
 from bemcp.protocol.exchange import Peer
@@ -106,6 +105,3 @@ class SessionStore:
             if session.stream_open:
                 with contextlib.suppress(asyncio.QueueFull):
                     session.outbox.put_nowait(b"")  # the stream ends on an empty message
-
-    def snapshot(self) -> dict[str, Any]:
-        return {"sessions": len(self._sessions), "max_sessions": self.max_sessions}
