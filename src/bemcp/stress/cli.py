@@ -59,8 +59,8 @@ def add_parser(sub: Any) -> None:
         action="append",
         default=[],
         metavar="ARG",
-        help="extra `bemcp serve` argument for the embedded target (repeatable; replaces the default "
-        "--memory-limit-mb 1024)",
+        help="extra `bemcp serve` argument for the embedded target, written --serve-arg=--flag (repeatable; "
+        "any given replaces the default --memory-limit-mb 1024, a simulated container limit)",
     )
     p.add_argument("--quiet", action="store_true", help="print only where the reports are and the verdict")
 
