@@ -283,7 +283,8 @@ def _limits(phases: dict[str, Any], samples: list[Any]) -> list[dict[str, Any]]:
     t = phases.get("tsunami")
     if t is not None and t["status"] != "skipped":
         r = t["results"]
-        bounded = r.get("stop_reason") in ("max level", "client-bound")
+        reason = str(r.get("stop_reason", ""))
+        bounded = reason.startswith("max_level") or "client-bound" in reason
         limits.append(
             {
                 "name": "max sustainable concurrency",

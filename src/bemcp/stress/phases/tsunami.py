@@ -7,6 +7,8 @@ bisects between the last good and first bad level.
 
 from __future__ import annotations
 
+import dataclasses
+
 from bemcp.stress.controller import ExponentialBisect, StepJudge
 from bemcp.stress.model import Finding
 from bemcp.stress.phases.base import PhaseContext, PhaseOutcome
@@ -22,9 +24,15 @@ async def tsunami(ctx: PhaseContext) -> PhaseOutcome:
     last = None
     status = "completed"
     best_throughput = 0.0
+    client_bound = False
     while (level := policy.next(last)) is not None:
         step = await ctx.closed("tsunami", int(level), p.tsunami_step_s, make_call)
         last = step.outcome()
+        if last.client_bound:
+            # Keep ramping: more callers still probe the target's latency and errors. The step stays
+            # flagged in the report, and the limit becomes a lower bound of medium confidence.
+            client_bound = True
+            last = dataclasses.replace(last, client_bound=False)
         if judge.good(last):
             best_throughput = max(best_throughput, last.throughput)
         if not await ctx.alive("tsunami"):
@@ -34,7 +42,7 @@ async def tsunami(ctx: PhaseContext) -> PhaseOutcome:
     ctx.memo["sustained_throughput"] = best_throughput
     ctx.memo["max_sustainable_concurrency"] = result
     notes = [f"stopped: {policy.stop_reason}"] if policy.stop_reason else []
-    if policy.client_limited:
+    if client_bound:
         notes.append("the load generator was CPU-bound: the result is a lower bound")
         ctx.findings.append(
             Finding(
@@ -53,7 +61,9 @@ async def tsunami(ctx: PhaseContext) -> PhaseOutcome:
         {
             "max_sustainable_concurrency": result,
             "first_bad_concurrency": policy.bad_level,
-            "stop_reason": "target died" if status == "aborted" else (policy.stop_reason or "done"),
+            "stop_reason": "target died"
+            if status == "aborted"
+            else (policy.stop_reason or "done") + (" (client-bound steps)" if client_bound else ""),
         },
         notes,
     )
