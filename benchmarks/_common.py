@@ -445,3 +445,28 @@ def report(
         }
         write_json(json_path, payload)
     return 1 if outcome.failures or any(r.errors for r in rows) else 0
+
+
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    """The options both benchmarks share: rounds, revisions, --quick, --json, CPU pinning, noise, source."""
+    p.add_argument("--rounds", type=int, default=2, help="times each target is measured, alternating (default 2)")
+    p.add_argument("--revisions", default=",".join(REVISIONS), help="2026-07-28 and/or 2025-11-25")
+    p.add_argument("--quick", action="store_true", help="1 round x 3 s, 1 s warm-up")
+    p.add_argument("--json", metavar="PATH", help="write machine-readable results here")
+    p.add_argument("--server-cpu", type=int, default=0)
+    p.add_argument("--client-cpu", type=int, default=1)
+    p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    add_noise_args(p)
+    add_source_arg(p)
+
+
+def finish_run_args(args: argparse.Namespace) -> argparse.Namespace:
+    """Apply --bemcp-src, --quick and the pinning fallback to parsed arguments."""
+    use_bemcp_src(args.bemcp_src)
+    if args.quick:
+        args.duration, args.warmup, args.rounds = type(args.duration)(3), type(args.warmup)(1), 1
+    if args.no_pin or not can_pin((args.server_cpu, args.client_cpu)):
+        if not args.no_pin:
+            print("note: cannot pin to the requested CPUs; running unpinned", file=sys.stderr)
+        args.server_cpu = args.client_cpu = None
+    return args

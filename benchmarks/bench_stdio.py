@@ -284,26 +284,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="BE-MCP vs the MCP SDK over stdio, with N requests in flight.")
     p.add_argument("--duration", type=float, default=8.0, help="seconds per measured run (default 8)")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up before each run (default 2)")
-    p.add_argument("--rounds", type=int, default=2, help="times each target is measured, alternating (default 2)")
     p.add_argument("--windows", default="16,64", help="comma-separated requests in flight (default 16,64)")
     p.add_argument("--servers", default=DEFAULT_SERVERS, help=f"subset of {','.join(SERVERS)}")
-    p.add_argument("--revisions", default=",".join(c.REVISIONS), help="2026-07-28 and/or 2025-11-25")
-    p.add_argument("--quick", action="store_true", help="1 round x 3 s, 1 s warm-up")
-    p.add_argument("--json", metavar="PATH", help="write machine-readable results here")
-    p.add_argument("--server-cpu", type=int, default=0)
-    p.add_argument("--client-cpu", type=int, default=1)
-    p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
-    c.add_noise_args(p)
-    c.add_source_arg(p)
-    args = p.parse_args(argv)
-    c.use_bemcp_src(args.bemcp_src)
-    if args.quick:
-        args.duration, args.warmup, args.rounds = 3.0, 1.0, 1
-    if args.no_pin or not c.can_pin((args.server_cpu, args.client_cpu)):
-        if not args.no_pin:
-            print("note: cannot pin to the requested CPUs; running unpinned", file=sys.stderr)
-        args.server_cpu = args.client_cpu = None
-    return args
+    c.add_run_args(p)
+    return c.finish_run_args(p.parse_args(argv))
 
 
 def run_all(args: argparse.Namespace, targets: list[tuple[str, str]], windows: list[int]) -> c.Outcome:
