@@ -347,13 +347,16 @@ class Server:
         rt = self.runtime
         protect = rt.protect
         token = None
+        fast = False  # a slot from the fixed-limit fast path (no Token)
         if protect and not essential:
             if rt.shedding:
                 refused = rt.shed(read_only)
                 if refused is not None:
                     rt.metrics.shed.inc(refused.reason)
                     raise refused
-            token = rt.admission.try_acquire() or await rt.admission.acquire()
+            fast = rt.admission.enter()
+            if not fast:
+                token = rt.admission.try_acquire() or await rt.admission.acquire()
         tasks = rt.tasks
         rec = tasks.begin(method, name, timeout, ex.cancel, ex.task)
         log_tasks = rt.log_tasks
@@ -387,11 +390,13 @@ class Server:
             outcome = "protocol_error" if outcome == "error" else outcome
             raise
         finally:
-            if token is not None:
-                token.release(_SAMPLE.get(outcome, "ignore"))
             tasks.end(rec, outcome)
             if protect:
                 duration = time.monotonic() - rec.started
+                if fast:
+                    rt.admission.leave(int(duration * 1e9))
+                elif token is not None:
+                    token.release(_SAMPLE.get(outcome, "ignore"))
                 rt.metrics.call_done(method, outcome, duration)
                 if log_tasks:
                     rt.tasklog.task_finished(rec.id, method, name, outcome, duration * 1000)

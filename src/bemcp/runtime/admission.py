@@ -205,6 +205,28 @@ class Admission:
             return Token(self, self._clock(), n)
         return None
 
+    def enter(self) -> bool:
+        """The fixed-limit fast path: take a free slot when nobody waits, with no Token and no clock read.
+
+        False: fall back to `try_acquire()`/`acquire()`. A slot taken here is
+        given back with `leave()`.
+        """
+        if self._fixed and not self._waiters and self._in_flight < self._cap and not self._draining:
+            n = self._in_flight = self._in_flight + 1
+            if n > self._peak:
+                self._peak = n
+            self._admitted += 1
+            return True
+        return False
+
+    def leave(self, rtt_ns: int) -> None:
+        """Give back a slot taken by `enter()`; `rtt_ns` is how long the call held it."""
+        avg = self._avg_call_ns
+        self._avg_call_ns = rtt_ns if avg == 0 else avg + ((rtt_ns - avg) >> 4)
+        self._in_flight -= 1
+        if self._waiters:
+            self._grant()
+
     async def acquire(self) -> Token:
         """Take a slot, waiting in the queue if need be; raises `Overloaded` when refused."""
         token = self.try_acquire()
