@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import shlex
 import shutil
 import subprocess
@@ -223,18 +222,16 @@ def test_open_model_shows_a_pause_the_closed_model_hides(tmp_path: Path) -> None
 
 
 async def _open_and_closed(url: str) -> tuple[dict[str, float], dict[str, float], int]:
-    def echo(rng: random.Random) -> Call:
-        return Call("echo", {"text": "x"})
-
+    echo = Call("echo", {"text": "x"})
     async with HttpTarget(url) as target:
         pool = SessionPool(target)
         recorder = Recorder()
         try:
             opened = recorder.step("rate", 200.0, model="open")
-            await open_step(pool, opened, 200.0, 3.0, echo, random.Random(1), 10.0)
+            await open_step(pool, opened, [echo], 200.0, 3.0, 10.0)
             opened.finish()
             closed = recorder.step("tsunami", 1, model="closed", concurrency=1)
-            await closed_step(pool, closed, 1, 3.0, echo, random.Random(1), 10.0)
+            await closed_step(pool, closed, [[echo]], 3.0, 10.0)
             closed.finish()
         finally:
             await pool.close()
@@ -299,8 +296,10 @@ def test_compare_flags_a_slowed_server(tmp_path: Path) -> None:
         (["--phases", "nope"], "unknown phase(s) nope"),
         (["--target", "stdio:/nonexistent/cmd"], "cannot run '/nonexistent/cmd'"),
         (["--target", "ftp://example.com/mcp"], "unknown target"),
+        (["--target", "stdio:true", "--workers", "2"], "--workers needs an HTTP target"),
+        (["--workers", "0"], "--workers must be between 1 and 64"),
     ],
-    ids=["unreachable-http", "unknown-phase", "missing-stdio-command", "bad-spec"],
+    ids=["unreachable-http", "unknown-phase", "missing-stdio-command", "bad-spec", "workers-stdio", "workers-0"],
 )
 def test_cli_errors_exit_2_with_one_line(tmp_path: Path, args: list[str], message: str) -> None:
     port = free_port()  # nothing listens there

@@ -62,6 +62,13 @@ def add_parser(sub: Any) -> None:
         help="extra `bemcp serve` argument for the embedded target, written --serve-arg=--flag (repeatable; "
         "any given replaces the default --memory-limit-mb 1024, a simulated container limit)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="apply HTTP load from N processes (this one and N-1 workers) when one process is the limit",
+    )
     p.add_argument("--quiet", action="store_true", help="print only where the reports are and the verdict")
 
 
@@ -80,6 +87,9 @@ def main(argv: Sequence[str]) -> int:
             f"bemcp stress: unknown phase(s) {', '.join(bad) or '(none given)'}; choose from {', '.join(PHASES)}",
             file=sys.stderr,
         )
+        return 2
+    if not 1 <= args.workers <= 64:
+        print("bemcp stress: --workers must be between 1 and 64", file=sys.stderr)
         return 2
     if not 0 <= args.error_budget <= 1 or args.slo_p99_ms <= 0:
         print("bemcp stress: --error-budget must be in [0, 1] and --slo-p99-ms positive", file=sys.stderr)
@@ -100,6 +110,7 @@ def main(argv: Sequence[str]) -> int:
         revision=args.revision,
         serve_args=tuple(args.serve_arg),
         quiet=args.quiet,
+        workers=args.workers,
     )
     progress = Progress(quiet=args.quiet)
     try:

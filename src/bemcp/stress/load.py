@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from bemcp.stress.discovery import Call
 from bemcp.stress.model import CallResult, Session
@@ -16,6 +18,15 @@ MakeCall = Callable[[random.Random], Call]
 # The open model keeps sending whatever the answers do, over at most this many callers (connections);
 # a call that waits for a free one still counts from its intended send time, so the wait is not hidden.
 MAX_OPEN_IN_FLIGHT = 256
+CALLS_PER_CALLER = 8
+OPEN_CYCLE = 1024
+
+
+def raise_fd_limit() -> None:
+    """Every caller holds a connection: thousands of callers need thousands of descriptors."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 class SessionPool:
@@ -48,23 +59,31 @@ class SessionPool:
         await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
 
 
+def closed_calls(concurrency: int, make_call: MakeCall, rng: random.Random) -> list[list[Call]]:
+    """The calls each of `concurrency` callers cycles through, drawn up front so a seed reproduces a step."""
+    return [[make_call(rng) for _ in range(CALLS_PER_CALLER)] for _ in range(concurrency)]
+
+
+def open_calls(rate: float, duration: float, make_call: MakeCall, rng: random.Random) -> list[Call]:
+    """The calls an open step cycles through, drawn up front (at most OPEN_CYCLE of them)."""
+    return [make_call(rng) for _ in range(max(1, min(OPEN_CYCLE, int(rate * duration))))]
+
+
 async def closed_step(
     pool: SessionPool,
     step: StepRecorder,
-    concurrency: int,
+    calls: Sequence[Sequence[Call]],
     duration: float,
-    make_call: MakeCall,
-    rng: random.Random,
     timeout: float,
 ) -> None:
-    """`concurrency` callers, each with one call outstanding, for `duration` seconds.
+    """One caller per entry of `calls`, each with one call outstanding (cycling through its calls) for
+    `duration` seconds.
 
     A transport error makes one caller ask whether the target is still alive;
     if it is not, the step ends for every caller (a dead target fails calls in
     microseconds, which would otherwise fill the step with instant failures).
     """
     deadline = [time.monotonic() + duration]
-    calls = [[make_call(rng) for _ in range(8)] for _ in range(concurrency)]  # seeded up front: reproducible
     probing = asyncio.Lock()
 
     async def check_alive() -> None:
@@ -74,12 +93,12 @@ async def closed_step(
             if not await pool.target_alive():
                 deadline[0] = time.monotonic()
 
-    async def caller(i: int) -> None:
+    async def caller(mine: Sequence[Call]) -> None:
         session = pool.take()
         n = 0
         try:
             while time.monotonic() < deadline[0]:
-                call = calls[i][n % len(calls[i])]
+                call = mine[n % len(mine)]
                 n += 1
                 result = await session.call_tool(call.name, call.arguments, timeout=timeout)
                 step.record(result)
@@ -88,27 +107,38 @@ async def closed_step(
         finally:
             pool.give(session)
 
-    await asyncio.gather(*(caller(i) for i in range(concurrency)))
+    await asyncio.gather(*(caller(mine) for mine in calls if mine))
 
 
 async def open_step(
     pool: SessionPool,
     step: StepRecorder,
+    calls: Sequence[Call],
     rate: float,
     duration: float,
-    make_call: MakeCall,
-    rng: random.Random,
     timeout: float,
+    *,
+    stride: int = 1,
+    offset: int = 0,
+    start_at: float | None = None,
 ) -> None:
     """Calls at `rate` per second for `duration`, latency measured from each call's intended send time.
 
     Sends go out in small batches on a 1 ms tick (whatever is due), so the
     scheduler never starves the calls it has started; a call that waits for a
     free caller still counts from its intended time.
+
+    With several processes sharing one schedule (`--workers`), each is given
+    the whole `rate`, the same `start_at` (a `time.monotonic()` value: the
+    clock is system-wide) and sends only every `stride`-th slot from slot
+    `offset`, so their sends interleave exactly instead of bunching.
     """
-    total = max(1, int(rate * duration))
-    interval = 1.0 / rate
-    start = time.monotonic() + 0.01
+    slots_total = max(1, int(rate * duration))
+    if offset >= slots_total:
+        return
+    total = (slots_total - offset + stride - 1) // stride
+    interval = stride / rate
+    start = (time.monotonic() + 0.01 if start_at is None else start_at) + offset / rate
     slots = asyncio.Semaphore(MAX_OPEN_IN_FLIGHT)
     tasks: set[asyncio.Task[None]] = set()
     loop = asyncio.get_running_loop()
@@ -125,7 +155,7 @@ async def open_step(
     while sent < total:
         due = min(total, int((time.monotonic() - start) / interval) + 1)
         while sent < due:
-            task = loop.create_task(one(make_call(rng), start + sent * interval))
+            task = loop.create_task(one(calls[(offset + sent * stride) % len(calls)], start + sent * interval))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             sent += 1

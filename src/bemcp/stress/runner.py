@@ -8,7 +8,6 @@ import datetime as dt
 import os
 import platform
 import random
-import resource
 import shlex
 import socket
 import sys
@@ -23,14 +22,15 @@ import psutil
 
 from bemcp import __version__
 from bemcp.stress.discovery import discover
-from bemcp.stress.load import SessionPool
+from bemcp.stress.load import SessionPool, raise_fd_limit
 from bemcp.stress.model import Finding, Thresholds
 from bemcp.stress.phases import PHASES, PhaseContext, PhaseOutcome
 from bemcp.stress.profiles import PROFILES
 from bemcp.stress.recorder import Recorder
 from bemcp.stress.report import finalize, write_all
 from bemcp.stress.sampler import Sampler
-from bemcp.stress.targets import Target, TargetError, parse_target
+from bemcp.stress.targets import HttpTarget, Target, TargetError, parse_target
+from bemcp.stress.workers import WorkerPool
 
 PHASE_ORDER = ("tsunami", "avalanche", "chaos", "rate", "soak")
 # The embedded server budgets from a simulated 1 GiB container limit, so the avalanche reaches the
@@ -52,6 +52,7 @@ class StressOptions:
     revision: str = "auto"
     serve_args: tuple[str, ...] = ()
     quiet: bool = False
+    workers: int = 1
     command: str = field(default_factory=lambda: shlex.join(["bemcp", *sys.argv[1:]]))
 
 
@@ -74,26 +75,21 @@ def default_out() -> Path:
     return Path("bemcp-reports") / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
-def _raise_fd_limit() -> None:
-    # Every caller holds a connection: thousands of callers need thousands of descriptors.
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    with contextlib.suppress(ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    del soft
-
-
 async def run(opts: StressOptions, say: Any) -> tuple[dict[str, Any], dict[str, Path]]:
     """Run and report; raises TargetError (unreachable, bad spec) before any load is applied."""
     out = opts.out or default_out()
     out.mkdir(parents=True, exist_ok=True)
     log = StressLog(out / "stress.log")
-    _raise_fd_limit()
+    raise_fd_limit()
     profile = PROFILES[opts.profile]
     thresholds = Thresholds(opts.slo_p99_ms, opts.error_budget)
     started_wall = dt.datetime.now(dt.UTC)
     recorder = Recorder()
     serve_args = tuple(opts.serve_args) or EMBEDDED_SERVE_ARGS
     target = parse_target(opts.target, serve_args=serve_args, log_dir=out, revision=opts.revision)  # type: ignore[arg-type]
+    if opts.workers > 1 and not isinstance(target, HttpTarget):
+        log.close()
+        raise TargetError("--workers needs an HTTP target (embedded or http://...): a stdio server has one pipe")
     log.event("run_started", options={k: str(v) for k, v in vars_of(opts).items()})
     try:
         say(f"target {opts.target}: starting and detecting the protocol revision")
@@ -117,20 +113,50 @@ async def run(opts: StressOptions, say: Any) -> tuple[dict[str, Any], dict[str, 
         log.event("discovered", **found.to_dict())
         sampler = Sampler(metrics_url=target.metrics_url, pid=target.pid, t0=recorder.t0)
         pool = SessionPool(target)
+        workers = WorkerPool(opts.workers)
         findings: list[Finding] = []
         deaths: list[dict[str, Any]] = []
         ctx = PhaseContext(
-            target, found, recorder, sampler, pool, thresholds, profile, random.Random(opts.seed), findings, say, deaths
+            target,
+            found,
+            recorder,
+            sampler,
+            pool,
+            thresholds,
+            profile,
+            random.Random(opts.seed),
+            findings,
+            say,
+            deaths,
+            workers,
         )
         phases: dict[str, dict[str, Any]] = {}
-        await sampler.start()
         try:
-            for name in opts.phases:
-                phases[name] = await _run_phase(ctx, name, log, say)
+            if opts.workers > 1:
+                assert isinstance(target, HttpTarget)
+                await workers.start(target.client_params(), recorder.t0_wall)
+                for pid in workers.pids:
+                    sampler.add_client_pid(pid)
+                say(f"load from {workers.processes} processes (this one and {len(workers.pids)} workers)")
+            await sampler.start()
+            try:
+                for name in opts.phases:
+                    phases[name] = await _run_phase(ctx, name, log, say)
+            finally:
+                await sampler.stop()
         finally:
-            await sampler.stop()
+            await workers.close()
             await pool.close()
             alive_at_end = await target.alive()
+        for failure in workers.failures:
+            findings.append(
+                Finding(
+                    "warning",
+                    failure.phase or "run",
+                    f"Load worker {failure.worker} failed ({failure.detail}); the other processes took on its share.",
+                    {"worker": failure.worker},
+                )
+            )
         report = _report(opts, target, found, recorder, sampler, ctx, phases, started_wall, alive_at_end)
     finally:
         await target.close()
@@ -238,7 +264,7 @@ def _report(
             "profile": opts.profile,
             "phases": list(opts.phases),
             "command": opts.command,
-            "workers": 1,
+            "workers": opts.workers,
             "timeseries_interval_s": 1,
         },
         "target": {

@@ -257,6 +257,16 @@ class HttpTarget(Target):
             raise TargetError("the target is not started")
         return {"url": self.url, "revision": self.info.revision, "mcp_session_id": self.client.mcp_session_id}
 
+    @classmethod
+    def joined(cls, params: Mapping[str, Any], *, id_base: int) -> HttpTarget:
+        """A target already started elsewhere (`client_params()` of the parent), joined without a handshake:
+        what a `--workers` process loads."""
+        target = cls(str(params["url"]))
+        revision = str(params["revision"])
+        target.client = HttpClient(target.url, revision, mcp_session_id=params.get("mcp_session_id"), id_base=id_base)
+        target.info = TargetInfo(revision)
+        return target
+
     def session(self) -> HttpSession:
         if self.client is None:
             raise TargetError("the target is not started")

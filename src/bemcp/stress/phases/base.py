@@ -9,12 +9,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bemcp.stress.discovery import Call, Discovery
-from bemcp.stress.load import SessionPool, closed_step, open_step
+from bemcp.stress.load import SessionPool, closed_calls, open_calls
 from bemcp.stress.model import Finding, Thresholds
 from bemcp.stress.profiles import Profile
 from bemcp.stress.recorder import Recorder, StepRecorder
 from bemcp.stress.sampler import Sampler
 from bemcp.stress.targets import Target
+from bemcp.stress.workers import WorkerPool
 
 
 @dataclass(slots=True)
@@ -38,6 +39,7 @@ class PhaseContext:
     findings: list[Finding]
     say: Callable[[str], None]  # progress lines for the terminal
     deaths: list[dict[str, Any]]
+    workers: WorkerPool = field(default_factory=lambda: WorkerPool(1))  # --workers: who applies the load
     memo: dict[str, Any] = field(default_factory=dict)  # what one phase learns for the next (e.g. throughput)
 
     def load_call(self) -> Callable[[random.Random], Call]:
@@ -49,7 +51,8 @@ class PhaseContext:
     ) -> StepRecorder:
         step = self.recorder.step(phase, level, model="closed", concurrency=level)
         mark = self.sampler.cpu_mark()
-        await closed_step(self.pool, step, level, duration, make_call, self.rng, self.profile.call_timeout_s)
+        calls = closed_calls(level, make_call, self.rng)
+        await self.workers.closed(self.recorder, step, self.pool, calls, duration, self.profile.call_timeout_s)
         self.finish_step(step, mark)
         return step
 
@@ -58,12 +61,15 @@ class PhaseContext:
     ) -> StepRecorder:
         step = self.recorder.step(phase, rate, model="open", offered_rate=rate)
         mark = self.sampler.cpu_mark()
-        await open_step(self.pool, step, rate, duration, make_call, self.rng, self.profile.call_timeout_s)
+        calls = open_calls(rate, duration, make_call, self.rng)
+        await self.workers.open(self.recorder, step, self.pool, calls, rate, duration, self.profile.call_timeout_s)
         self.finish_step(step, mark)
         return step
 
     def finish_step(self, step: StepRecorder, mark: Any) -> None:
-        step.finish()
+        """End the step (unless its load already did) and show it; its client CPU spans every load process."""
+        if step.ended is None:
+            step.finish()
         cpu = self.sampler.cpu_since(mark)
         step.set_client_cpu(cpu.percent, cpu.bound)
         o = step.outcome()
