@@ -114,7 +114,7 @@ def main(argv: Sequence[str]) -> int:
     )
     progress = Progress(quiet=args.quiet)
     try:
-        report, paths = run_sync(opts, progress.say)
+        report, paths = run_sync(opts, progress.say, progress)
     except TargetError as e:
         print(f"bemcp stress: {e}", file=sys.stderr)
         return 2

@@ -176,29 +176,32 @@ class TimeSeries:
         """
         if not self._seconds:
             return []
-        rows: list[dict[str, Any]] = []
         empty = _Second()
-        for s in range(min(self._seconds), max(self._seconds) + 1):
-            sec = self._seconds.get(s, empty)
-            hist = sec.hist
-            if hist.count:
-                p = hist.percentiles((50.0, 99.0))
-                p50: float | None = round(p[50.0] / 1000, 3)
-                p99: float | None = round(p[99.0] / 1000, 3)
-            else:
-                p50 = p99 = None  # nothing completed: there is no latency to report, and 0 would be a lie
-            rows.append(
-                {
-                    "t": s,
-                    "offered": sec.offered,
-                    "achieved": sec.outcomes.get("ok", 0),
-                    "errors": {o: sec.outcomes.get(o, 0) for o in _NON_OK},
-                    "in_flight": round(sec.busy, 3),
-                    "p50_ms": p50,
-                    "p99_ms": p99,
-                }
-            )
-        return rows
+        return [self._row(s, self._seconds.get(s, empty)) for s in range(min(self._seconds), max(self._seconds) + 1)]
+
+    def row(self, s: int) -> dict[str, Any] | None:
+        """Second `s` as `rows()` gives it, or None when nothing was recorded in it (the live view's read)."""
+        sec = self._seconds.get(s)
+        return None if sec is None else self._row(s, sec)
+
+    @staticmethod
+    def _row(s: int, sec: _Second) -> dict[str, Any]:
+        hist = sec.hist
+        if hist.count:
+            p = hist.percentiles((50.0, 99.0))
+            p50: float | None = round(p[50.0] / 1000, 3)
+            p99: float | None = round(p[99.0] / 1000, 3)
+        else:
+            p50 = p99 = None  # nothing completed: there is no latency to report, and 0 would be a lie
+        return {
+            "t": s,
+            "offered": sec.offered,
+            "achieved": sec.outcomes.get("ok", 0),
+            "errors": {o: sec.outcomes.get(o, 0) for o in _NON_OK},
+            "in_flight": round(sec.busy, 3),
+            "p50_ms": p50,
+            "p99_ms": p99,
+        }
 
     def to_state(self) -> dict[str, Any]:
         return {str(s): sec.to_state() for s, sec in sorted(self._seconds.items())}

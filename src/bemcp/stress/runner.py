@@ -26,6 +26,7 @@ from bemcp.stress.load import SessionPool, raise_fd_limit
 from bemcp.stress.model import Finding, Thresholds
 from bemcp.stress.phases import PHASES, PhaseContext, PhaseOutcome
 from bemcp.stress.profiles import PROFILES
+from bemcp.stress.progress import Progress
 from bemcp.stress.recorder import Recorder
 from bemcp.stress.report import finalize, write_all
 from bemcp.stress.sampler import Sampler
@@ -75,8 +76,13 @@ def default_out() -> Path:
     return Path("bemcp-reports") / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
-async def run(opts: StressOptions, say: Any) -> tuple[dict[str, Any], dict[str, Path]]:
-    """Run and report; raises TargetError (unreachable, bad spec) before any load is applied."""
+async def run(
+    opts: StressOptions, say: Any, progress: Progress | None = None
+) -> tuple[dict[str, Any], dict[str, Path]]:
+    """Run and report; raises TargetError (unreachable, bad spec) before any load is applied.
+
+    `say` gets the progress lines; `progress`, when given, also draws its live line while the phases run.
+    """
     out = opts.out or default_out()
     out.mkdir(parents=True, exist_ok=True)
     log = StressLog(out / "stress.log")
@@ -139,10 +145,14 @@ async def run(opts: StressOptions, say: Any) -> tuple[dict[str, Any], dict[str, 
                     sampler.add_client_pid(pid)
                 say(f"load from {workers.processes} processes (this one and {len(workers.pids)} workers)")
             await sampler.start()
+            if progress is not None:
+                await progress.follow(recorder, workers=workers.processes)
             try:
                 for name in opts.phases:
                     phases[name] = await _run_phase(ctx, name, log, say)
             finally:
+                if progress is not None:
+                    await progress.unfollow()
                 await sampler.stop()
         finally:
             await workers.close()
@@ -378,5 +388,5 @@ def _environment() -> dict[str, Any]:
     }
 
 
-def run_sync(opts: StressOptions, say: Any) -> tuple[dict[str, Any], dict[str, Path]]:
-    return asyncio.run(run(opts, say))
+def run_sync(opts: StressOptions, say: Any, progress: Progress | None = None) -> tuple[dict[str, Any], dict[str, Path]]:
+    return asyncio.run(run(opts, say, progress))
