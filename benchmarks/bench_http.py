@@ -41,6 +41,7 @@ import contextlib
 import functools
 import http.client
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -301,7 +302,9 @@ def run_all(args: argparse.Namespace, servers: list[str], targets: list[Target],
         total, n = args.rounds * len(conns_list) * len(targets), 0
         for rnd in range(args.rounds):
             for conns in conns_list:
-                for target in targets:  # alternate: every target once before any target twice
+                # Alternate (every target once before any twice), in reverse order every other round so no
+                # server always runs first: A B C, C B A, A B C ...
+                for target in targets if rnd % 2 == 0 else targets[::-1]:
                     n += 1
                     label = f"[{n}/{total}] round {rnd + 1} {target.server:8s} {target.revision} c={conns}"
                     server = live[target.server]
@@ -347,7 +350,39 @@ def main(argv: list[str] | None = None) -> int:
         "client_cpu": args.client_cpu,
     }
     ceiling = CEILING if CEILING in servers else None
-    return c.report("http", header, outcome, ceiling, "conns", {c.MODERN: 5.0}, settings, args.json)
+    code = c.report("http", header, outcome, ceiling, "conns", {c.MODERN: 5.0}, settings, args.json)
+    print_protection_cost(outcome.runs)
+    return code
+
+
+PROTECTION_GOAL = 0.95  # protections on keep at least this share of the protections-off throughput
+
+
+def print_protection_cost(runs: list[c.Run]) -> None:
+    """bemcp (protections on) against bemcp-bare (off), paired round by round: on a shared machine the ratio of
+    two runs taken seconds apart is steadier than either rate, and its median steadier still."""
+    by_key = {(r.server, r.revision, r.conns, r.round): r for r in runs}
+    groups: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    for r in runs:
+        if r.server != "bemcp":
+            continue
+        bare = by_key.get(("bemcp-bare", r.revision, r.conns, r.round))
+        if bare is not None and bare.rate > 0 and r.cpu_us_per_call > 0:
+            groups.setdefault((r.revision, r.conns), []).append(
+                (r.rate / bare.rate, bare.cpu_us_per_call / r.cpu_us_per_call)
+            )
+    if not groups:
+        return
+    print("\nprotections on / off, paired by round (calls/s ratio; server CPU per call, off / on):")
+    for (revision, conns), pairs in sorted(groups.items()):
+        rates = sorted(p[0] for p in pairs)
+        cpus = sorted(p[1] for p in pairs)
+        median = statistics.median(rates)
+        verdict = "meets" if median >= PROTECTION_GOAL else "MISSES"
+        print(
+            f"  {revision} conns {conns}: median {median:.1%} (rounds {', '.join(f'{x:.1%}' for x in rates)}); "
+            f"CPU/call median {statistics.median(cpus):.1%}; goal >= {PROTECTION_GOAL:.0%}: {verdict}"
+        )
 
 
 if __name__ == "__main__":

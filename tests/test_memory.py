@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from bemcp.errors import ToolError
 from bemcp.runtime.memory import (
     MemoryBudgetExceeded,
     MemoryConfig,
@@ -347,6 +348,47 @@ def test_reservations_count_toward_level() -> None:
     with manager.reserve_sync(300):
         assert manager.refresh().level is MemoryLevel.HIGH
     assert manager.refresh().level is MemoryLevel.NORMAL
+
+
+def test_a_resident_reservation_is_counted_once_from_the_next_sample() -> None:
+    """Held bytes count on top of the usage until the holder says they are allocated (`resident()`); from the
+    first sample taken after that they count once, through the usage, instead of twice."""
+    usage = FakeUsage(100)
+    now = [0.0]
+    manager = MemoryManager(
+        MemoryConfig(memory_fraction=1.0),
+        limit=MemoryLimit(1000, "cgroup2", True, PHYSICAL),
+        usage_fn=usage,
+        malloc_trim=lambda: None,
+        clock=lambda: now[0],
+    )
+    with manager.reserve_sync(500) as held:
+        usage.rss = 600  # the holder allocated its 500 bytes
+        now[0] = 1.0
+        assert manager.refresh().level is MemoryLevel.CRITICAL  # 600 + 500 reserved: counted twice
+        with pytest.raises(MemoryBudgetExceeded):
+            manager.reserve_sync(300).__enter__()
+        held.resident()
+        held.resident()  # idempotent
+        # Until a sample taken after the declaration shows them, the bytes still count apart from the usage.
+        assert manager.reserved == 500
+        with pytest.raises(MemoryBudgetExceeded):
+            manager.reserve_sync(300).__enter__()
+        now[0] = 2.0
+        assert manager.refresh().level is MemoryLevel.NORMAL  # 600 of 1000: counted once
+        assert manager.reserved == 0
+        with manager.reserve_sync(300):  # 400 free
+            assert manager.reserved == 300
+    usage.rss = 100  # freed
+    now[0] = 3.0
+    assert manager.refresh().level is MemoryLevel.NORMAL and manager.reserved == 0
+    snap = manager.snapshot()
+    assert (snap.reservations_granted, snap.reservations_refused) == (2, 2)
+
+
+def test_a_budget_refusal_is_a_tool_error() -> None:
+    """Propagated out of a tool, the refusal is the clean isError answer with its message, not a tool failure."""
+    assert issubclass(MemoryBudgetExceeded, ToolError)
 
 
 # -- reservations ----------------------------------------------------------------

@@ -394,10 +394,10 @@ class Server:
             if protect:
                 duration = time.monotonic() - rec.started
                 if fast:
-                    rt.admission.leave(int(duration * 1e9))
+                    rt.admission.leave()
                 elif token is not None:
                     token.release(_SAMPLE.get(outcome, "ignore"))
-                rt.metrics.call_done(method, outcome, duration)
+                rt.metrics.latency.observe1(duration, method)
                 if log_tasks:
                     rt.tasklog.task_finished(rec.id, method, name, outcome, duration * 1000)
 

@@ -153,7 +153,9 @@ class Admission:
         self._admitted = 0
         self._cancelled = 0
         self._rejected: dict[str, int] = dict.fromkeys(REASONS, 0)
-        self._avg_call_ns = 0
+        self._avg_call_ns = 0  # EWMA over Token releases
+        # The mean call duration in ns from whoever times every call (the runtime's metrics), or None.
+        self.call_time_ns: Callable[[], float] | None = None
 
     @property
     def algorithm(self) -> LimitAlgorithm:
@@ -219,10 +221,8 @@ class Admission:
             return True
         return False
 
-    def leave(self, rtt_ns: int) -> None:
-        """Give back a slot taken by `enter()`; `rtt_ns` is how long the call held it."""
-        avg = self._avg_call_ns
-        self._avg_call_ns = rtt_ns if avg == 0 else avg + ((rtt_ns - avg) >> 4)
+    def leave(self) -> None:
+        """Give back a slot taken by `enter()` (its duration is not needed: see `call_time_ns`)."""
         self._in_flight -= 1
         if self._waiters:
             self._grant()
@@ -306,6 +306,13 @@ class Admission:
         self._rejected[reason] += 1
         return Overloaded(reason, self.retry_after_ms(reason), self._cap, self._in_flight, len(self._waiters))
 
+    def _mean_call_ns(self) -> float:
+        # Calls on the fast path are not timed here: a fixed limit learns nothing from them, and
+        # the runtime times every call anyway (its latency histogram), so it supplies the mean.
+        if self.call_time_ns is not None and (self._fixed or not self._avg_call_ns):
+            return self.call_time_ns() or float(self._avg_call_ns)
+        return float(self._avg_call_ns)
+
     def retry_after_ms(self, reason: Reason = "concurrency_limit") -> int:
         """When a refused caller should try again, in [RETRY_AFTER_MIN_MS, RETRY_AFTER_MAX_MS].
 
@@ -316,7 +323,7 @@ class Admission:
         """
         if reason == "draining":
             return RETRY_AFTER_MAX_MS
-        avg_ns = self._avg_call_ns or (self._queue_timeout or 1.0) * 1e9
+        avg_ns = self._mean_call_ns() or (self._queue_timeout or 1.0) * 1e9
         ms = avg_ns * (len(self._waiters) + 1) / (max(self._cap, 1) * 1e6)
         return int(min(RETRY_AFTER_MAX_MS, max(RETRY_AFTER_MIN_MS, ms)))
 
@@ -349,7 +356,7 @@ class Admission:
             rejected=dict(self._rejected),
             cancelled=self._cancelled,
             draining=self._draining,
-            avg_call_ms=self._avg_call_ns / 1e6,
+            avg_call_ms=self._mean_call_ns() / 1e6,
         )
 
     def __repr__(self) -> str:

@@ -10,6 +10,7 @@ level without a syscall to decide whether to shed a call.
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import ctypes.util
 import enum
@@ -26,7 +27,7 @@ from typing import Any, Literal
 
 import psutil
 
-from bemcp.errors import BemcpError
+from bemcp.errors import ToolError
 
 log = logging.getLogger("bemcp.memory")
 
@@ -52,8 +53,12 @@ class MemoryLevel(enum.IntEnum):
         return self.name.lower()
 
 
-class MemoryBudgetExceeded(BemcpError):
-    """A reservation would take usage past the budget; nothing was reserved."""
+class MemoryBudgetExceeded(ToolError):
+    """A reservation would take usage past the budget; nothing was reserved.
+
+    A `ToolError`: a tool that lets it propagate answers the caller with its message (isError), which is the
+    expected, clean refusal rather than a failure of the tool.
+    """
 
     def __init__(self, requested: int, available: int, budget: int) -> None:
         self.requested = requested
@@ -339,6 +344,12 @@ class Reservation:
 
     Nothing is reserved until entered, so a reservation that is created but
     never entered cannot leak budget.
+
+    Held bytes count against the budget on top of the sampled usage. Once the
+    holder has allocated them they are in the usage too; `resident()` says so,
+    and from the next sample on they are counted once, through the usage.
+    Without it the reservation stays counted twice until released, which errs
+    on the safe side but can shed calls the memory could still serve.
     """
 
     def __init__(self, manager: MemoryManager, nbytes: int) -> None:
@@ -347,6 +358,13 @@ class Reservation:
         self._manager = manager
         self.nbytes = nbytes
         self._held = False
+        self._resident = False
+
+    def resident(self) -> None:
+        """The reserved bytes are allocated now (in RSS): stop counting them apart from the usage."""
+        if self._held and not self._resident:
+            self._resident = True
+            self._manager._settle(self.nbytes)
 
     def __enter__(self) -> Reservation:
         if self._held:
@@ -360,7 +378,8 @@ class Reservation:
     ) -> None:
         if self._held:
             self._held = False
-            self._manager._release(self.nbytes)
+            if not self._resident:
+                self._manager._release(self.nbytes)
 
     # The check is a few arithmetic operations under a lock held only for them, so it is
     # fine on the loop; async is offered so callers can write `async with` in coroutines.
@@ -405,6 +424,10 @@ class MemoryManager:
         self._listeners: list[Listener] = []
         self._trimmers: list[Trimmer] = []
         self._reserved = 0
+        # Bytes declared resident, still counted until a sample taken after the declaration shows them:
+        # (declared at, nbytes), oldest first.
+        self._settling: collections.deque[tuple[float, int]] = collections.deque()
+        self._settling_bytes = 0
         self._granted = 0
         self._refused = 0
         self._gc_runs = 0
@@ -507,14 +530,13 @@ class MemoryManager:
 
     @property
     def reserved(self) -> int:
-        return self._reserved
+        """Bytes counted against the budget apart from the usage: held, or resident but not yet sampled."""
+        return self._reserved + self._settling_bytes
 
     def _acquire(self, nbytes: int) -> None:
-        # Uses the last sample rather than a fresh read: this runs on the event loop. Bytes that
-        # have been reserved and since allocated are counted twice until released, which only
-        # errs on the safe side.
+        # Uses the last sample rather than a fresh read: this runs on the event loop.
         with self._lock:
-            available = max(0, self.budget - self._sample.usage - self._reserved)
+            available = max(0, self.budget - self._sample.usage - self._reserved - self._settling_bytes)
             if nbytes > available:
                 self._refused += 1
                 raise MemoryBudgetExceeded(nbytes, available, self.budget)
@@ -525,15 +547,25 @@ class MemoryManager:
         with self._lock:
             self._reserved -= nbytes
 
+    def _settle(self, nbytes: int) -> None:
+        with self._lock:
+            self._reserved -= nbytes
+            self._settling.append((self._clock(), nbytes))
+            self._settling_bytes += nbytes
+
     # -- sampling and levels -------------------------------------------------
 
     def refresh(self) -> MemorySnapshot:
         """Take one sample, update the level (notifying listeners) and react; returns the snapshot."""
         with self._tick_lock:
+            taken = self._clock()
             sample = self._usage_fn()
             with self._lock:
                 self._sample = sample
-                ratio = self._ratio(sample.usage, self._reserved)
+                settling = self._settling
+                while settling and settling[0][0] < taken:  # this sample shows them in the usage
+                    self._settling_bytes -= settling.popleft()[1]
+                ratio = self._ratio(sample.usage, self._reserved + self._settling_bytes)
                 self._usage_level = self._usage_level_for(ratio, self._usage_level)
                 old, new = self._level, max(self._usage_level, self._psi_floor(sample.psi))
                 self._level = new
@@ -591,7 +623,7 @@ class MemoryManager:
             ratio * 100,
             self.budget / MiB,
             sample.usage / MiB,
-            self._reserved / MiB,
+            (self._reserved + self._settling_bytes) / MiB,
         )
         for listener in listeners:
             try:
@@ -654,7 +686,7 @@ class MemoryManager:
                 rss=s.rss,
                 working_set=s.working_set,
                 usage=s.usage,
-                reserved=self._reserved,
+                reserved=self._reserved + self._settling_bytes,
                 level=self._level,
                 psi=s.psi,
                 reservations_granted=self._granted,

@@ -82,32 +82,51 @@ class Histogram:
     ) -> None:
         self.name, self.doc, self.label_names = name, doc, labels
         self.buckets = buckets
-        # Per label set: [counts per bucket (non-cumulative) + overflow, sum]
-        self.series: dict[LabelValues, tuple[list[int], list[float]]] = {}
+        # Per label set, one list: counts per bucket (non-cumulative), the overflow count, then the sum.
+        self.series: dict[LabelValues, list[float]] = {}
+        self._one: dict[str, list[float]] = {}  # the same lists by a single label value (observe1)
+
+    def _new(self, labels: LabelValues) -> list[float]:
+        s = self.series[labels] = [0] * (len(self.buckets) + 1) + [0.0]
+        if len(labels) == 1:
+            self._one[labels[0]] = s
+        return s
 
     def observe(self, value: float, *labels: str) -> None:
-        s = self.series.get(labels)
-        if s is None:
-            s = self.series[labels] = ([0] * (len(self.buckets) + 1), [0.0])
-        s[0][bisect.bisect_left(self.buckets, value)] += 1
-        s[1][0] += value
+        s = self.series.get(labels) or self._new(labels)
+        s[bisect.bisect_left(self.buckets, value)] += 1
+        s[-1] += value
+
+    def observe1(self, value: float, label: str) -> None:
+        """`observe(value, label)` for a one-label histogram, without building a label tuple (the call path)."""
+        s = self._one.get(label) or self._new((label,))
+        s[bisect.bisect_left(self.buckets, value)] += 1
+        s[-1] += value
 
     def count(self, *labels: str) -> int:
         s = self.series.get(labels)
-        return sum(s[0]) if s else 0
+        return int(sum(s[:-1])) if s else 0
+
+    def totals(self) -> tuple[int, float]:
+        """Observations and their sum over every label set."""
+        n, total = 0, 0.0
+        for s in list(self.series.values()):
+            n += int(sum(s[:-1]))
+            total += s[-1]
+        return n, total
 
     def render(self) -> Iterable[str]:
         yield f"# HELP {self.name} {self.doc}"
         yield f"# TYPE {self.name} histogram"
-        for lv, (counts, total) in sorted(self.series.items()):
+        for lv, s in sorted(self.series.items()):
             running = 0
-            for bound, n in zip(self.buckets, counts, strict=False):
-                running += n
+            for bound, n in zip(self.buckets, s, strict=False):
+                running += int(n)
                 le = 'le="' + _fmt(bound) + '"'
                 yield f"{self.name}_bucket{_labels(self.label_names, lv, le)} {running}"
-            running += counts[-1]
+            running += int(s[-2])
             yield f"{self.name}_bucket{_labels(self.label_names, lv, _INF)} {running}"
-            yield f"{self.name}_sum{_labels(self.label_names, lv)} {_fmt(total[0])}"
+            yield f"{self.name}_sum{_labels(self.label_names, lv)} {_fmt(s[-1])}"
             yield f"{self.name}_count{_labels(self.label_names, lv)} {running}"
 
 

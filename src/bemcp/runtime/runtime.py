@@ -90,6 +90,7 @@ class Runtime:
         )
         self.sandbox = Sandbox()
         self.metrics = RuntimeMetrics(self)
+        self.admission.call_time_ns = self.metrics.recent_call_ns
         self._draining = False
         # True while a new call may have to be shed (draining, or memory at high or above): the hot
         # path reads this one flag and only then asks why.

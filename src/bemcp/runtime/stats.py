@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from bemcp.runtime.metrics import Registry
@@ -31,8 +32,13 @@ _LATENCY_BUCKETS = (
 )
 
 
+# Fewer calls than this since the last look: keep the mean from before (or the lifetime one).
+_MEAN_MIN_CALLS = 16
+
+
 class RuntimeMetrics:
-    """Counters updated on the call path, and gauges read from the runtime's parts at scrape time."""
+    """What /metrics shows: the call path only times each call (`latency.observe1`); every other number is
+    read from the runtime's parts at scrape time (completed{outcome} from the task registry)."""
 
     def __init__(self, rt: Runtime) -> None:
         self.registry = reg = Registry("bemcp")
@@ -66,19 +72,32 @@ class RuntimeMetrics:
         reg.gauge("ready", "1 when the server accepts new calls.", read=lambda: int(rt.ready))
         reg.gauge("uptime_seconds", "Seconds since the runtime started.", read=lambda: rt.uptime)
         self._rt = rt
+        self._mean_mark: tuple[float, int, float] | None = None  # (when, calls, seconds) at the last look
+        self._mean_ns = 0.0
 
-    def call_done(self, method: str, outcome: str, seconds: float) -> None:
-        """Count one finished call (the hot path: two dict updates and a bisect)."""
-        values = self.completed.values
-        key = (outcome,)
-        values[key] = values.get(key, 0.0) + 1.0
-        self.latency.observe(seconds, method)
+    def recent_call_ns(self) -> float:
+        """Mean call duration (ns) over the last second or more of calls, for retry hints (0 before any call).
+
+        Computed from the latency histogram when asked (on a refusal or a scrape), so the call path keeps
+        no average of its own.
+        """
+        now = time.monotonic()
+        mark = self._mean_mark
+        if mark is None or now - mark[0] >= 1.0 or not self._mean_ns:
+            n, total = self.latency.totals()
+            if mark is not None and n - mark[1] >= _MEAN_MIN_CALLS:
+                self._mean_ns = (total - mark[2]) / (n - mark[1]) * 1e9
+            elif n and (mark is None or not self._mean_ns):
+                self._mean_ns = total / n * 1e9
+            self._mean_mark = (now, n, total)
+        return self._mean_ns
 
     def shed_counts(self) -> dict[str, int]:
         return {labels[0]: int(v) for labels, v in self.shed.values.items()}
 
     def render(self) -> str:
         rt = self._rt
+        self.completed.values = {(outcome,): float(n) for outcome, n in rt.tasks.completed.items()}
         rejected = dict(rt.admission.rejected)
         for reason, n in self.shed_counts().items():
             rejected[reason] = rejected.get(reason, 0) + n

@@ -88,8 +88,9 @@ def add_workload_tools(app: App, runtime: Runtime) -> None:
         Refused with a clear error when the reservation would pass the server's memory budget.
         """
         nbytes = int(megabytes * MiB)
-        async with runtime.memory.reserve(nbytes):
+        async with runtime.memory.reserve(nbytes) as reservation:
             buf = await runtime.run_sync(_allocate, {"nbytes": nbytes})
+            reservation.resident()  # every page is touched: the usage counts it from the next sample
             try:
                 await asyncio.sleep(hold_seconds)
             finally:

@@ -305,7 +305,7 @@ def _step() -> Obj:
             "client_cpu_percent": req(
                 Nullable(
                     Num(
-                        "the load generator's CPU during the step, percent of one core (with --workers: its busiest process)",
+                        "the load generator's CPU in the step, % of one core (--workers: the busiest process)",
                         min=0,
                     )
                 )
