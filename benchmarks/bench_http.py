@@ -294,34 +294,55 @@ def targets_for(servers: list[str], revisions: list[str]) -> list[Target]:
 
 
 def run_all(args: argparse.Namespace, servers: list[str], targets: list[Target], conns_list: list[int]) -> c.Outcome:
-    """Start every server once, then measure target after target, round after round."""
+    """Measure target after target, round after round, with fresh server processes every round.
+
+    A process's own luck (hash seed, memory layout) moves its throughput by a few percent for as long as it
+    lives; new processes each round turn that into noise the rounds average out, instead of a bias that
+    every round of one run repeats.
+    """
     outcome = c.Outcome()
-    with tempfile.TemporaryDirectory(prefix="bemcp-bench-") as tmp, contextlib.ExitStack() as stack:
+    with tempfile.TemporaryDirectory(prefix="bemcp-bench-") as tmp:
         workdir = Path(tmp)
-        live = {name: stack.enter_context(running(name, args.server_cpu, workdir)) for name in servers}
         total, n = args.rounds * len(conns_list) * len(targets), 0
         for rnd in range(args.rounds):
-            for conns in conns_list:
-                # Alternate (every target once before any twice), in reverse order every other round so no
-                # server always runs first: A B C, C B A, A B C ...
-                for target in targets if rnd % 2 == 0 else targets[::-1]:
-                    n += 1
-                    label = f"[{n}/{total}] round {rnd + 1} {target.server:8s} {target.revision} c={conns}"
-                    server = live[target.server]
-                    others = [s.proc.pid for s in live.values() if s is not server]
-                    try:
-                        run = c.least_disturbed(
-                            functools.partial(measure, server, target, conns, rnd, args, workdir, others),
-                            args.max_other_cpu,
-                            args.retries,
-                        )
-                    except (RuntimeError, subprocess.TimeoutExpired) as e:
-                        outcome.failures.append(f"{label}: {e}")
-                        print(f"{label}: FAILED {e}", file=sys.stderr)
-                        continue
-                    outcome.runs.append(run)
-                    c.progress(label, run)
+            with contextlib.ExitStack() as stack:
+                live = {name: stack.enter_context(running(name, args.server_cpu, workdir)) for name in servers}
+                n = _round(args, rnd, live, workdir, targets, conns_list, outcome, n, total)
     return outcome
+
+
+def _round(
+    args: argparse.Namespace,
+    rnd: int,
+    live: dict[str, Server],
+    workdir: Path,
+    targets: list[Target],
+    conns_list: list[int],
+    outcome: c.Outcome,
+    n: int,
+    total: int,
+) -> int:
+    for conns in conns_list:
+        # Alternate (every target once before any twice), in reverse order every other round so no
+        # server always runs first: A B C, C B A, A B C ...
+        for target in targets if rnd % 2 == 0 else targets[::-1]:
+            n += 1
+            label = f"[{n}/{total}] round {rnd + 1} {target.server:8s} {target.revision} c={conns}"
+            server = live[target.server]
+            others = [s.proc.pid for s in live.values() if s is not server]
+            try:
+                run = c.least_disturbed(
+                    functools.partial(measure, server, target, conns, rnd, args, workdir, others),
+                    args.max_other_cpu,
+                    args.retries,
+                )
+            except (RuntimeError, subprocess.TimeoutExpired) as e:
+                outcome.failures.append(f"{label}: {e}")
+                print(f"{label}: FAILED {e}", file=sys.stderr)
+                continue
+            outcome.runs.append(run)
+            c.progress(label, run)
+    return n
 
 
 def main(argv: list[str] | None = None) -> int:

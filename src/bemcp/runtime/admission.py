@@ -150,6 +150,7 @@ class Admission:
         self._in_flight = 0
         self._peak = 0
         self._draining = False
+        self._fast = self._fixed  # the fast path is open: a fixed limit, not draining
         self._admitted = 0
         self._cancelled = 0
         self._rejected: dict[str, int] = dict.fromkeys(REASONS, 0)
@@ -213,7 +214,7 @@ class Admission:
         False: fall back to `try_acquire()`/`acquire()`. A slot taken here is
         given back with `leave()`.
         """
-        if self._fixed and not self._waiters and self._in_flight < self._cap and not self._draining:
+        if self._fast and not self._waiters and self._in_flight < self._cap:
             n = self._in_flight = self._in_flight + 1
             if n > self._peak:
                 self._peak = n
@@ -330,6 +331,7 @@ class Admission:
     def set_draining(self, draining: bool = True) -> None:
         """Refuse new and queued callers with `draining` (calls already admitted run on), or stop doing so."""
         self._draining = draining
+        self._fast = self._fixed and not draining
         if draining:
             waiters = self._waiters
             while waiters:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
@@ -100,7 +101,7 @@ class Histogram:
     def observe1(self, value: float, label: str) -> None:
         """`observe(value, label)` for a one-label histogram, without building a label tuple (the call path)."""
         s = self._one.get(label) or self._new((label,))
-        s[bisect.bisect_left(self.buckets, value)] += 1
+        s[bisect_left(self.buckets, value)] += 1
         s[-1] += value
 
     def count(self, *labels: str) -> int:
