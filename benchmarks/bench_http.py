@@ -40,6 +40,7 @@ import argparse
 import contextlib
 import functools
 import http.client
+import math
 import shutil
 import statistics
 import subprocess
@@ -395,6 +396,13 @@ def print_protection_cost(runs: list[c.Run]) -> None:
     if not groups:
         return
     print("\nprotections on / off, paired by round (calls/s ratio; server CPU per call, off / on):")
+    every = [p[0] for pairs in groups.values() for p in pairs]
+    geo = math.exp(statistics.fmean(math.log(x) for x in every))
+    print(
+        f"  all {len(every)} pairs: geometric mean {geo:.1%}, mean {statistics.fmean(every):.1%}, "
+        f"median {statistics.median(every):.1%}; goal >= {PROTECTION_GOAL:.0%} (geometric mean): "
+        + ("meets" if geo >= PROTECTION_GOAL else "MISSES")
+    )
     for (revision, conns), pairs in sorted(groups.items()):
         rates = sorted(p[0] for p in pairs)
         cpus = sorted(p[1] for p in pairs)

@@ -126,6 +126,25 @@ class Admission:
     Defaults: queue_size=1000, queue_timeout=1.0, clock=time.monotonic_ns.
     """
 
+    __slots__ = (
+        "_admitted",
+        "_algorithm",
+        "_avg_call_ns",
+        "_cancelled",
+        "_cap",
+        "_clock",
+        "_draining",
+        "_fast",
+        "_fixed",
+        "_in_flight",
+        "_peak",
+        "_queue_size",
+        "_queue_timeout",
+        "_rejected",
+        "_waiters",
+        "call_time_ns",
+    )
+
     def __init__(
         self,
         limit: LimitAlgorithm,

@@ -78,6 +78,8 @@ DEFAULT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 
 
 class Histogram:
+    __slots__ = ("_one", "buckets", "doc", "label_names", "name", "series")
+
     def __init__(
         self, name: str, doc: str, labels: tuple[str, ...] = (), buckets: tuple[float, ...] = DEFAULT_BUCKETS
     ) -> None:
