@@ -181,3 +181,23 @@ def test_cli_with_workers_writes_a_consistent_report(tmp_path: Path) -> None:
     sent = [(s["offered_rate"], s["calls"]) for s in steps]
     assert all(calls == int(rate * 1.5) for rate, calls in sent), sent
     assert "load from 2 processes" in proc.stderr
+
+
+def test_workers_share_a_session_with_a_server_no_one_here_wrote(tmp_path: Path) -> None:
+    """The official SDK's MCPServer on 2025-11-25: the worker joins the tester's MCP session and every call of
+    every step is answered ok."""
+    from tests.stress.sdk_app import running_http
+
+    out = tmp_path / "out"
+    with running_http() as url:
+        proc = stress(
+            "--target", url, "--phases", "rate", "--revision", "2025-11-25", "--workers", "2", "--out", str(out),
+            timeout=120,
+        )  # fmt: skip
+    no_traceback(proc)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = check_outputs(out, proc)
+    assert report["target"]["revision"] == "2025-11-25" and report["run"]["workers"] == 2
+    steps = report["phases"]["rate"]["steps"]
+    assert steps and all(s["outcomes"]["ok"] == s["calls"] > 0 for s in steps), [s["outcomes"] for s in steps]
+    assert not [f for f in report["findings"] if "worker" in f["message"].lower()]
