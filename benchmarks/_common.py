@@ -346,6 +346,24 @@ def least_disturbed(measure: Callable[[], Run], max_other_cpu: float, retries: i
     return best
 
 
+def measure_into(
+    outcome: Outcome,
+    label: str,
+    measure: Callable[[], Run],
+    args: argparse.Namespace,
+    errors: tuple[type[BaseException], ...],
+) -> None:
+    """One measurement (re-taken while disturbed), kept in `outcome`; an error in `errors` becomes a failure line."""
+    try:
+        run = least_disturbed(measure, args.max_other_cpu, args.retries)
+    except errors as e:
+        outcome.failures.append(f"{label}: {e}")
+        print(f"{label}: FAILED {e}", file=sys.stderr)
+        return
+    outcome.runs.append(run)
+    progress(label, run)
+
+
 def progress(label: str, run: Run) -> None:
     """One line per run on stderr, with the CPU shares that tell whether the figure can be trusted."""
     d = run.detail

@@ -331,18 +331,13 @@ def _round(
             label = f"[{n}/{total}] round {rnd + 1} {target.server:8s} {target.revision} c={conns}"
             server = live[target.server]
             others = [s.proc.pid for s in live.values() if s is not server]
-            try:
-                run = c.least_disturbed(
-                    functools.partial(measure, server, target, conns, rnd, args, workdir, others),
-                    args.max_other_cpu,
-                    args.retries,
-                )
-            except (RuntimeError, subprocess.TimeoutExpired) as e:
-                outcome.failures.append(f"{label}: {e}")
-                print(f"{label}: FAILED {e}", file=sys.stderr)
-                continue
-            outcome.runs.append(run)
-            c.progress(label, run)
+            c.measure_into(
+                outcome,
+                label,
+                functools.partial(measure, server, target, conns, rnd, args, workdir, others),
+                args,
+                (RuntimeError, subprocess.TimeoutExpired),
+            )
     return n
 
 

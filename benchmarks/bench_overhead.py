@@ -56,7 +56,7 @@ def rate(port: int, script: Path, args: argparse.Namespace) -> float:
     r = run_wrk(port, script, args.conns, args.seconds, args.client_cpu)
     if r["non200"] or r["bad_body"] or r["requests"] == 0:
         raise RuntimeError(f"bad answers: {r}")
-    return float(r["requests"]) / (r["duration_us"] / 1e6)
+    return float(r["requests"]) / (float(r["duration_us"]) / 1e6)
 
 
 def trial(n: int, args: argparse.Namespace, workdir: Path) -> list[float]:

@@ -300,18 +300,13 @@ def run_all(args: argparse.Namespace, targets: list[tuple[str, str]], windows: l
                 for name, revision in targets:  # alternate: every target once before any target twice
                     n += 1
                     label = f"[{n}/{total}] round {rnd + 1} {name:8s} {revision} window={window}"
-                    try:
-                        run = c.least_disturbed(
-                            functools.partial(measure, name, revision, window, rnd, args, Path(tmp)),
-                            args.max_other_cpu,
-                            args.retries,
-                        )
-                    except (RuntimeError, EOFError, OSError) as e:
-                        outcome.failures.append(f"{label}: {e}")
-                        print(f"{label}: FAILED {e}", file=sys.stderr)
-                        continue
-                    outcome.runs.append(run)
-                    c.progress(label, run)
+                    c.measure_into(
+                        outcome,
+                        label,
+                        functools.partial(measure, name, revision, window, rnd, args, Path(tmp)),
+                        args,
+                        (RuntimeError, EOFError, OSError),
+                    )
     return outcome
 
 
