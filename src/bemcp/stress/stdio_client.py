@@ -339,15 +339,21 @@ class StdioSession:
         req_id = client.next_id()
         start = time.monotonic()
         data = client.frame("tools/call", req_id, {"name": name, "arguments": arguments})
+        return await self._timed(name, data, req_id, timeout, start, intended)
+
+    async def _timed(
+        self, kind: str, data: bytes, req_id: Any, timeout: float, start: float, intended: float | None = None
+    ) -> CallResult:
+        """Send `data`, wait for the answer to `req_id`, and classify it as one timed call."""
         outcome: Outcome
         detail: str | None
         try:
-            msg = await client.roundtrip(data, req_id, timeout)
+            msg = await self._client.roundtrip(data, req_id, timeout)
         except ClientError as e:
             outcome, detail = failure(e)
         else:
             outcome, detail = classify(msg)
-        return CallResult(name, start if intended is None else intended, start, time.monotonic(), outcome, detail)
+        return CallResult(kind, start if intended is None else intended, start, time.monotonic(), outcome, detail)
 
     async def request(self, method: str, params: dict[str, Any] | None, *, timeout: float) -> dict[str, Any]:
         client = self._client
@@ -360,19 +366,8 @@ class StdioSession:
         The answer is matched by the payload's own id when it has one, else it is the next null-id answer
         (what a server says to a line it could not parse).
         """
-        client = self._client
         line = payload.replace(b"\r", b" ").replace(b"\n", b" ") + b"\n"
-        req_id = _payload_id(payload)
-        start = time.monotonic()
-        outcome: Outcome
-        detail: str | None
-        try:
-            msg = await client.roundtrip(line, req_id, timeout)
-        except ClientError as e:
-            outcome, detail = failure(e)
-        else:
-            outcome, detail = classify(msg)
-        return CallResult(kind, start, start, time.monotonic(), outcome, detail)
+        return await self._timed(kind, line, _payload_id(payload), timeout, time.monotonic())
 
     async def call_and_disconnect(self, name: str, arguments: dict[str, Any], *, after: float) -> CallResult:
         """stdio has one pipe for everyone, so a disconnect of one call is its cancel: the call is sent, and
