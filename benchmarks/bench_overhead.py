@@ -14,6 +14,11 @@ memory layout) stays with it, so it is averaged over trials instead of repeated 
 
 Both servers share CPU 0 (taskset) and wrk runs on CPU 1; each run is a `tools/call noop` (the same request
 and checks as bench_http.py). The goal: protections on keep >= 95% of the protections-off throughput.
+
+Beside throughput it reads each server's CPU time (user + system) around every run: CPU seconds per call, off
+over on, is what the throughput ratio would be on a quiet machine with the server CPU-bound, and it moves less,
+because time the VM steals from the server counts in neither. `bench_instructions.py` counts instructions
+instead, which does not move at all.
 """
 
 from __future__ import annotations
@@ -24,13 +29,16 @@ import math
 import statistics
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import _common as c
-from benchmarks.bench_http import lua_script, open_session, run_wrk, running
+from benchmarks.bench_http import Server, lua_script, open_session, run_wrk, running
 
 GOAL = 0.95
 
@@ -52,14 +60,38 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def rate(port: int, script: Path, args: argparse.Namespace) -> float:
-    r = run_wrk(port, script, args.conns, args.seconds, args.client_cpu)
+@dataclass
+class Pair:
+    """One on/off pair of runs: throughput and server CPU per call of each."""
+
+    rate_on: float
+    rate_off: float
+    cpu_on: float  # server CPU seconds per call
+    cpu_off: float
+
+    @property
+    def throughput(self) -> float:
+        return self.rate_on / self.rate_off
+
+    @property
+    def capacity(self) -> float:
+        """CPU per call off / on: the throughput ratio a CPU-bound server would show, minus the machine's noise."""
+        return self.cpu_off / self.cpu_on
+
+
+def run(server: Server, script: Path, args: argparse.Namespace) -> tuple[float, float]:
+    """(calls/s, server CPU seconds per call) of one wrk run."""
+    proc = psutil.Process(server.proc.pid)
+    before = proc.cpu_times()
+    r = run_wrk(server.port, script, args.conns, args.seconds, args.client_cpu)
+    after = proc.cpu_times()
     if r["non200"] or r["bad_body"] or r["requests"] == 0:
         raise RuntimeError(f"bad answers: {r}")
-    return float(r["requests"]) / (float(r["duration_us"]) / 1e6)
+    cpu = (after.user - before.user) + (after.system - before.system)
+    return float(r["requests"]) / (float(r["duration_us"]) / 1e6), cpu / float(r["requests"])
 
 
-def trial(n: int, args: argparse.Namespace, workdir: Path) -> list[float]:
+def trial(n: int, args: argparse.Namespace, workdir: Path) -> list[Pair]:
     with contextlib.ExitStack() as stack:
         on = stack.enter_context(running("bemcp", args.server_cpu, workdir))
         off = stack.enter_context(running("bemcp-bare", args.server_cpu, workdir))
@@ -70,33 +102,44 @@ def trial(n: int, args: argparse.Namespace, workdir: Path) -> list[float]:
             script.write_text(lua_script(args.revision, session))
             scripts[server.name] = script
             run_wrk(server.port, script, args.conns, 2, args.client_cpu)  # warm-up
-        ratios = []
+        pairs = []
         for i in range(args.pairs):
             order = (on, off) if i % 2 == 0 else (off, on)
-            got = {s.name: rate(s.port, scripts[s.name], args) for s in order}
-            ratios.append(got["bemcp"] / got["bemcp-bare"])
-        return ratios
+            got = {s.name: run(s, scripts[s.name], args) for s in order}
+            (r_on, c_on), (r_off, c_off) = got["bemcp"], got["bemcp-bare"]
+            pairs.append(Pair(r_on, r_off, c_on, c_off))
+        return pairs
+
+
+def summary(values: list[float]) -> str:
+    geo = math.exp(statistics.fmean(math.log(x) for x in values))
+    spread = f"min {min(values):.1%}, max {max(values):.1%}"
+    return f"median {statistics.median(values):.1%}, geometric mean {geo:.1%} ({spread})"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    every: list[float] = []
+    every: list[Pair] = []
     with tempfile.TemporaryDirectory(prefix="bemcp-overhead-") as tmp:
         for n in range(1, args.trials + 1):
-            ratios = trial(n, args, Path(tmp))
-            every += ratios
+            pairs = trial(n, args, Path(tmp))
+            every += pairs
             print(
-                f"trial {n}: median {statistics.median(ratios):.1%} "
-                f"(min {min(ratios):.1%}, max {max(ratios):.1%}, {len(ratios)} pairs)",
+                f"trial {n}: throughput {summary([p.throughput for p in pairs])}; "
+                f"CPU/call {summary([p.capacity for p in pairs])}",
                 flush=True,
             )
-    geo = math.exp(statistics.fmean(math.log(x) for x in every))
-    median = statistics.median(every)
+    on_us = statistics.median(p.cpu_on for p in every) * 1e6
+    off_us = statistics.median(p.cpu_off for p in every) * 1e6
     print(
-        f"protections on / off, {args.revision}, {args.conns} conns, {len(every)} pairs of {args.seconds} s runs: "
-        f"median {median:.1%}, geometric mean {geo:.1%}, code {c.git_revision()}"
+        f"protections on / off, {args.revision}, {args.conns} conns, {len(every)} pairs of {args.seconds} s runs, "
+        f"code {c.git_revision()}:"
     )
-    print(f"goal >= {GOAL:.0%} (median): {'meets' if median >= GOAL else 'MISSES'}")
+    print(f"  throughput on / off:            {summary([p.throughput for p in every])}")
+    print(f"  server CPU per call, off / on:  {summary([p.capacity for p in every])}")
+    print(f"  server CPU per call (median):   on {on_us:.1f} us, off {off_us:.1f} us")
+    median = statistics.median(p.throughput for p in every)
+    print(f"goal >= {GOAL:.0%} (median throughput ratio): {'meets' if median >= GOAL else 'MISSES'}")
     return 0
 
 

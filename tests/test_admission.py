@@ -102,6 +102,56 @@ async def test_fast_path_admits_without_suspending() -> None:
     assert first.released and second.released
 
 
+async def test_fast_lane_is_one_counter_while_a_fixed_limit_has_room_and_nobody_waits() -> None:
+    admission = Admission(FixedLimit(2))
+    assert admission.lane == 2
+    assert admission.enter() and admission.enter()
+    assert not admission.enter()  # full: the caller falls back to acquire() and queues
+    assert (admission.in_flight, admission.admitted, admission.peak_in_flight) == (2, 2, 2)
+    (waiter,) = await queue_up(admission, 1)
+    assert admission.lane == 0  # someone queues: arrivals must queue behind it
+    admission.leave()  # the freed slot goes to the waiter, not to the next enter()
+    await settle()
+    assert waiter.done() and admission.in_flight == 2
+    assert admission.lane == 2 and not admission.enter()  # the queue is empty again, but the slots are full
+    waiter.result().release()
+    admission.leave()
+    assert admission.in_flight == 0 and admission.enter()
+    admission.leave()
+    snap = admission.snapshot()
+    assert (snap.admitted, snap.in_flight, snap.queued, snap.peak_in_flight) == (4, 0, 0, 2)
+
+
+async def test_fast_lane_reopens_after_a_queue_timeout_and_a_cancelled_waiter() -> None:
+    admission = Admission(FixedLimit(1), queue_timeout=0.01)
+    assert admission.enter()
+    (expires,) = await queue_up(admission, 1)
+    with pytest.raises(Overloaded, match="queue timeout"):
+        await expires
+    assert admission.lane == 1
+    (cancelled,) = await queue_up(admission, 1)
+    cancelled.cancel()
+    await settle()
+    assert admission.lane == 1 and admission.queued == 0
+    admission.leave()
+    assert admission.in_flight == 0 and admission.enter()
+
+
+async def test_fast_lane_is_closed_while_draining_and_under_an_adaptive_limit() -> None:
+    from bemcp.runtime.limits import make_limit
+
+    admission = Admission(FixedLimit(4))
+    assert admission.enter()
+    admission.set_draining(True)
+    assert admission.lane == 0 and not admission.enter()
+    admission.leave()  # a call admitted before the drain still gives its slot back
+    assert admission.in_flight == 0
+    admission.set_draining(False)
+    assert admission.lane == 4
+    adaptive = Admission(make_limit("adaptive", 100, 1000))
+    assert adaptive.lane == 0 and not adaptive.enter()  # every call is timed with a Token for the algorithm
+
+
 async def test_try_acquire_takes_free_slots_only() -> None:
     admission = Admission(FixedLimit(1))
     token = admission.try_acquire()

@@ -96,3 +96,27 @@ def test_retry_hint_uses_the_runtime_s_call_time_for_a_fixed_limit() -> None:
     assert adm.enter() and adm.in_flight == 1
     adm.leave()
     assert adm.in_flight == 0
+
+
+def test_cells_updated_inline_render_like_observe() -> None:
+    """The call path counts into `cells()` by hand; the result must equal what `observe` records."""
+    from bisect import bisect_left
+
+    reg = Registry("t")
+    h = reg.histogram("d", "durations", ("method",), (0.1, 1.0))
+    ref = Registry("t")
+    r = ref.histogram("d", "durations", ("method",), (0.1, 1.0))
+    cells = h.cells("m")
+    assert h.cells("m") is cells
+    for v in (0.05, 0.1, 0.5, 1.0, 7.0):
+        cells[0 if v <= h.first else bisect_left(h.buckets, v)] += 1
+        cells[h.sum_at] += v
+        r.observe(v, "m")
+    assert reg.render() == ref.render()
+    assert h.totals() == (5, pytest.approx(8.65))
+
+
+def test_histogram_buckets_must_ascend() -> None:
+    for bad in ((), (1.0, 0.5), (0.5, 0.5)):
+        with pytest.raises(ValueError, match="ascending"):
+            Registry("t").histogram("d", "durations", (), bad)

@@ -11,6 +11,7 @@ import asyncio
 import functools
 import logging
 import traceback
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable
 from time import monotonic as _monotonic
 from typing import Any, Literal
@@ -30,6 +31,9 @@ log = logging.getLogger("bemcp.protocol")
 
 Handler = Callable[[dict[str, Any], Exchange], Awaitable[dict[str, Any] | None]]
 
+# The methods `_run` turns into tasks (and times, one latency series each).
+TimedMethod = Literal["tools/call", "resources/read", "prompts/get"]
+TIMED_METHODS: tuple[TimedMethod, ...] = ("tools/call", "resources/read", "prompts/get")
 # Methods a handshake-era client may send before `initialize` completes.
 _PRE_INIT = frozenset({"initialize", "ping"})
 # Cancellations the client asked for (or caused by going away) get no response.
@@ -83,7 +87,8 @@ class Server:
         self._signer = mrtr.StateSigner()
         # The call path's protections, held directly: fewer lookups per call.
         self._admission = runtime.admission
-        self._observe = runtime.metrics.latency.observe1
+        self._latency = lat = runtime.metrics.latency
+        self._latency_cells = {m: lat.cells(m) for m in TIMED_METHODS}
 
     # -- entry points ------------------------------------------------------
 
@@ -334,7 +339,7 @@ class Server:
         self,
         ex: Exchange,
         params: dict[str, Any],
-        method: str,
+        method: TimedMethod,
         name: str,
         timeout: float | None,
         work: Callable[[], Awaitable[dict[str, Any]]],
@@ -349,17 +354,24 @@ class Server:
         """
         rt = self.runtime
         protect = rt.protect
+        adm = self._admission
         token = None
-        fast = False  # a slot from the fixed-limit fast path (no Token)
+        fast = False  # a slot from the fast lane (no Token)
         if protect and not essential:
             if rt.shedding:
                 refused = rt.shed(read_only)
                 if refused is not None:
                     rt.metrics.shed.inc(refused.reason)
                     raise refused
-            fast = self._admission.enter()
-            if not fast:
-                token = self._admission.try_acquire() or await self._admission.acquire()
+            # `adm.enter()`, inlined (see its doc): one comparison when a slot is free.
+            if adm.in_flight < adm.lane:
+                n = adm.in_flight = adm.in_flight + 1
+                adm.admitted += 1
+                if n > adm.peak_in_flight:
+                    adm.peak_in_flight = n
+                fast = True
+            else:
+                token = adm.try_acquire() or await adm.acquire()
         tasks = rt.tasks
         rec = tasks.begin(method, name, timeout, ex.cancel, ex.task)
         log_tasks = rt.log_tasks
@@ -396,11 +408,18 @@ class Server:
             tasks.end(rec, outcome)
             if protect:
                 duration = _monotonic() - rec.started
-                if fast:
-                    self._admission.leave()
+                if fast:  # `adm.leave()`, inlined
+                    adm.in_flight -= 1
+                    if not adm.lane:
+                        adm.settle()
                 elif token is not None:
                     token.release(_SAMPLE.get(outcome, "ignore"))
-                self._observe(duration, method)
+                # Counted inline (see `Histogram.cells`): a call costs no function call here, and most
+                # calls land in the first bucket with one float comparison.
+                lat = self._latency
+                cells = self._latency_cells[method]
+                cells[0 if duration <= lat.first else bisect_left(lat.buckets, duration)] += 1
+                cells[lat.sum_at] += duration
                 if log_tasks:
                     rt.tasklog.task_finished(rec.id, method, name, outcome, duration * 1000)
 

@@ -1,11 +1,12 @@
 """Admission control: the concurrency ceiling every call passes, with a bounded FIFO wait queue.
 
-`Admission.acquire()` sits on the hot path of every call. When a slot is
-free and nobody is queued it returns at once, without suspending and without
-allocating anything but the `Token` (and the coroutine, which
-`try_acquire()` avoids). Otherwise the caller queues for at most
-`queue_timeout` seconds, or is refused at once when the queue is full. How
-many slots exist is the `LimitAlgorithm`'s decision, fed by `Token.release`.
+Under a fixed limit with a free slot and nobody queued, a call takes the fast
+lane (`enter`/`leave`, which the call path inlines): a counter and one
+comparison. Otherwise `try_acquire()` takes a free slot at once with a
+`Token` (timed, so an adaptive limit can learn from it), and `acquire()`
+queues the caller in FIFO order for at most `queue_timeout` seconds, or
+refuses it at once when the queue is full. How many slots exist is the
+`LimitAlgorithm`'s decision, fed by `Token.release`.
 
 Not thread-safe: acquire and release on the event loop that owns it.
 """
@@ -127,22 +128,22 @@ class Admission:
     """
 
     __slots__ = (
-        "_admitted",
         "_algorithm",
         "_avg_call_ns",
         "_cancelled",
         "_cap",
         "_clock",
         "_draining",
-        "_fast",
         "_fixed",
-        "_in_flight",
-        "_peak",
         "_queue_size",
         "_queue_timeout",
         "_rejected",
         "_waiters",
+        "admitted",
         "call_time_ns",
+        "in_flight",
+        "lane",
+        "peak_in_flight",
     )
 
     def __init__(
@@ -166,11 +167,13 @@ class Admission:
         # A waiter's future resolves to None when granted a slot, or to the reason it was refused.
         # OrderedDict: FIFO pop from the front and O(1) removal of a cancelled waiter.
         self._waiters: OrderedDict[asyncio.Future[Reason | None], None] = OrderedDict()
-        self._in_flight = 0
-        self._peak = 0
         self._draining = False
-        self._fast = self._fixed  # the fast path is open: a fixed limit, not draining
-        self._admitted = 0
+        # Counters the fast lane (`enter`) updates in place: public so the call path can inline it.
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self.admitted = 0
+        self.lane = 0
+        self._update_lane()
         self._cancelled = 0
         self._rejected: dict[str, int] = dict.fromkeys(REASONS, 0)
         self._avg_call_ns = 0  # EWMA over Token releases
@@ -186,20 +189,8 @@ class Admission:
         return self._cap
 
     @property
-    def in_flight(self) -> int:
-        return self._in_flight
-
-    @property
     def queued(self) -> int:
         return len(self._waiters)
-
-    @property
-    def peak_in_flight(self) -> int:
-        return self._peak
-
-    @property
-    def admitted(self) -> int:
-        return self._admitted
 
     @property
     def cancelled(self) -> int:
@@ -219,33 +210,49 @@ class Admission:
         A None is no refusal and counts as nothing: follow it with `acquire()`.
         `try_acquire() or await acquire()` saves creating a coroutine per call.
         """
-        if not self._waiters and self._in_flight < self._cap and not self._draining:
-            n = self._in_flight = self._in_flight + 1
-            if n > self._peak:
-                self._peak = n
-            self._admitted += 1
+        if not self._waiters and self.in_flight < self._cap and not self._draining:
+            n = self.in_flight = self.in_flight + 1
+            if n > self.peak_in_flight:
+                self.peak_in_flight = n
+            self.admitted += 1
             return Token(self, self._clock(), n)
         return None
 
     def enter(self) -> bool:
-        """The fixed-limit fast path: take a free slot when nobody waits, with no Token and no clock read.
+        """The fast lane: take a free slot under a fixed limit when nobody waits, with no Token and no clock read.
 
         False: fall back to `try_acquire()`/`acquire()`. A slot taken here is
-        given back with `leave()`.
+        given back with `leave()`. The call path inlines both (a function call
+        is a measurable share of a call's cost); the protocol, kept in step:
+
+            enter: if a.in_flight < a.lane: n = a.in_flight = a.in_flight + 1; a.admitted += 1;
+                   if n > a.peak_in_flight: a.peak_in_flight = n
+            leave: a.in_flight -= 1; if not a.lane: a.settle()
+
+        `lane` is the limit while the lane is open (fixed limit, not draining,
+        queue empty) and 0 otherwise, so one comparison decides.
         """
-        if self._fast and not self._waiters and self._in_flight < self._cap:
-            n = self._in_flight = self._in_flight + 1
-            if n > self._peak:
-                self._peak = n
-            self._admitted += 1
+        if self.in_flight < self.lane:
+            n = self.in_flight = self.in_flight + 1
+            self.admitted += 1
+            if n > self.peak_in_flight:
+                self.peak_in_flight = n
             return True
         return False
 
     def leave(self) -> None:
         """Give back a slot taken by `enter()` (its duration is not needed: see `call_time_ns`)."""
-        self._in_flight -= 1
+        self.in_flight -= 1
+        if not self.lane:
+            self.settle()
+
+    def settle(self) -> None:
+        """After a fast-lane slot was given back while the lane is closed: serve the queue."""
         if self._waiters:
             self._grant()
+
+    def _update_lane(self) -> None:
+        self.lane = self._cap if self._fixed and not self._draining and not self._waiters else 0
 
     async def acquire(self) -> Token:
         """Take a slot, waiting in the queue if need be; raises `Overloaded` when refused."""
@@ -262,6 +269,7 @@ class Admission:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Reason | None] = loop.create_future()
         self._waiters[fut] = None
+        self.lane = 0  # the queue is not empty: arrivals queue behind it, in order
         # Normally a no-op; serves the queue if the limit grew without a release.
         self._grant()
         timer = None if self._queue_timeout is None else loop.call_later(self._queue_timeout, self._expire, fut)
@@ -275,41 +283,47 @@ class Admission:
                 timer.cancel()
         if reason is not None:
             raise self._refuse(reason)
-        self._admitted += 1
-        return Token(self, self._clock(), self._in_flight)
+        self.admitted += 1
+        return Token(self, self._clock(), self.in_flight)
 
     def _grant(self) -> None:
         waiters = self._waiters
-        while waiters and self._in_flight < self._cap:
+        while waiters and self.in_flight < self._cap:
             fut, _ = waiters.popitem(last=False)
             if fut.done():  # cancelled; its task has not run its cleanup yet
                 continue
-            n = self._in_flight = self._in_flight + 1
-            if n > self._peak:
-                self._peak = n
+            n = self.in_flight = self.in_flight + 1
+            if n > self.peak_in_flight:
+                self.peak_in_flight = n
             fut.set_result(None)
+        if not waiters:
+            self._update_lane()
 
     def _expire(self, fut: asyncio.Future[Reason | None]) -> None:
         if not fut.done():
             self._waiters.pop(fut, None)
             fut.set_result("queue_timeout")
+            if not self._waiters:
+                self._update_lane()
 
     def _abandon(self, fut: asyncio.Future[Reason | None]) -> None:
         self._cancelled += 1
         if fut.done() and not fut.cancelled() and fut.result() is None:
             # Granted a slot in the same tick the caller was cancelled: the slot
             # is ours to give back, or the next waiter would wait for nothing.
-            self._in_flight -= 1
+            self.in_flight -= 1
             self._grant()
         else:
             self._waiters.pop(fut, None)
+            if not self._waiters:
+                self._update_lane()
 
     def _release(self, start_ns: int, in_flight: int, outcome: Outcome) -> None:
         now = self._clock()
         rtt = now - start_ns
         avg = self._avg_call_ns
         self._avg_call_ns = rtt if avg == 0 else avg + ((rtt - avg) >> 4)
-        self._in_flight -= 1
+        self.in_flight -= 1
         if outcome == "ignore" or self._fixed:  # a fixed limit learns nothing from samples
             if self._waiters:
                 self._grant()
@@ -324,7 +338,7 @@ class Admission:
 
     def _refuse(self, reason: Reason) -> Overloaded:
         self._rejected[reason] += 1
-        return Overloaded(reason, self.retry_after_ms(reason), self._cap, self._in_flight, len(self._waiters))
+        return Overloaded(reason, self.retry_after_ms(reason), self._cap, self.in_flight, len(self._waiters))
 
     def _mean_call_ns(self) -> float:
         # Calls on the fast path are not timed here: a fixed limit learns nothing from them, and
@@ -350,13 +364,13 @@ class Admission:
     def set_draining(self, draining: bool = True) -> None:
         """Refuse new and queued callers with `draining` (calls already admitted run on), or stop doing so."""
         self._draining = draining
-        self._fast = self._fixed and not draining
         if draining:
             waiters = self._waiters
             while waiters:
                 fut, _ = waiters.popitem(last=False)
                 if not fut.done():
                     fut.set_result("draining")
+        self._update_lane()
 
     def wake(self) -> None:
         """Re-read the algorithm's limit and admit waiters it now has room for.
@@ -366,14 +380,15 @@ class Admission:
         """
         self._cap = self._algorithm.limit
         self._grant()
+        self._update_lane()
 
     def snapshot(self) -> AdmissionSnapshot:
         return AdmissionSnapshot(
             limit=self._cap,
-            in_flight=self._in_flight,
+            in_flight=self.in_flight,
             queued=len(self._waiters),
-            peak_in_flight=self._peak,
-            admitted=self._admitted,
+            peak_in_flight=self.peak_in_flight,
+            admitted=self.admitted,
             rejected=dict(self._rejected),
             cancelled=self._cancelled,
             draining=self._draining,
@@ -381,4 +396,4 @@ class Admission:
         )
 
     def __repr__(self) -> str:
-        return f"Admission(limit={self._cap}, in_flight={self._in_flight}, queued={len(self._waiters)})"
+        return f"Admission(limit={self._cap}, in_flight={self.in_flight}, queued={len(self._waiters)})"

@@ -78,16 +78,26 @@ DEFAULT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 
 
 class Histogram:
-    __slots__ = ("_one", "buckets", "doc", "label_names", "name", "series")
+    """Buckets per label set. A series is one list: the counts per bucket (non-cumulative, `bucket i` holds
+    values <= buckets[i] and > buckets[i-1]), the overflow count, then the sum at `sum_at`.
+
+    `cells(label)` hands out a series' live list so that a hot path can count a value inline, without a
+    function call: `cells[0 if v <= h.first else bisect_left(h.buckets, v)] += 1; cells[h.sum_at] += v`.
+    """
+
+    __slots__ = ("_one", "buckets", "doc", "first", "label_names", "name", "series", "sum_at")
 
     def __init__(
         self, name: str, doc: str, labels: tuple[str, ...] = (), buckets: tuple[float, ...] = DEFAULT_BUCKETS
     ) -> None:
+        if not buckets or list(buckets) != sorted(set(buckets)):
+            raise ValueError("histogram buckets must be distinct and ascending")
         self.name, self.doc, self.label_names = name, doc, labels
         self.buckets = buckets
-        # Per label set, one list: counts per bucket (non-cumulative), the overflow count, then the sum.
+        self.first = buckets[0]
+        self.sum_at = len(buckets) + 1
         self.series: dict[LabelValues, list[float]] = {}
-        self._one: dict[str, list[float]] = {}  # the same lists by a single label value (observe1)
+        self._one: dict[str, list[float]] = {}  # the same lists by a single label value
 
     def _new(self, labels: LabelValues) -> list[float]:
         s = self.series[labels] = [0] * (len(self.buckets) + 1) + [0.0]
@@ -95,13 +105,17 @@ class Histogram:
             self._one[labels[0]] = s
         return s
 
+    def cells(self, label: str) -> list[float]:
+        """The live series of a one-label histogram (made if new), to update inline; see the class doc."""
+        return self._one.get(label) or self._new((label,))
+
     def observe(self, value: float, *labels: str) -> None:
         s = self.series.get(labels) or self._new(labels)
         s[bisect.bisect_left(self.buckets, value)] += 1
         s[-1] += value
 
     def observe1(self, value: float, label: str) -> None:
-        """`observe(value, label)` for a one-label histogram, without building a label tuple (the call path)."""
+        """`observe(value, label)` for a one-label histogram, without building a label tuple."""
         s = self._one.get(label) or self._new((label,))
         s[bisect_left(self.buckets, value)] += 1
         s[-1] += value
