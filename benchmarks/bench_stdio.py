@@ -10,6 +10,7 @@ Usage (from the repository root):
 Each run starts a fresh server subprocess pinned to CPU 0 (`taskset -c 0`):
 
 - bemcp: `python -m bemcp serve --transport stdio --app benchmarks.apps:bemcp_app`
+- bemcp-bare (opt-in with --servers): the same with `--protections off`
 - sdk:   the SDK's `MCPServer.run()` (stdio), log level WARNING
 - echo:  a uvloop line reader that parses each request with orjson and writes a tools/call-shaped result (the ceiling)
 - fastmcp (opt-in with --servers): FastMCP's stdio transport
@@ -49,16 +50,17 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 from benchmarks import _common as c
 from benchmarks.apps import fastmcp_available
 
-SERVERS = ("bemcp", "sdk", "echo", "fastmcp")
+SERVERS = ("bemcp", "bemcp-bare", "sdk", "echo", "fastmcp")
 DEFAULT_SERVERS = "bemcp,sdk,echo"
 CEILING = "echo"
 STALL_TIMEOUT = 15.0  # seconds without a single response before a run is declared stuck
 
 
 def server_cmd(name: str) -> list[str]:
-    if name == "bemcp":
+    if name in ("bemcp", "bemcp-bare"):
         args = ["serve", "--transport", "stdio", "--app", "benchmarks.apps:bemcp_app", "--log-level", "warning"]
-        return [c.PYTHON, "-m", "bemcp", *args]
+        bare = ["--protections", "off"] if name == "bemcp-bare" else []  # what the protections cost
+        return [c.PYTHON, "-m", "bemcp", *args, *bare]
     return [c.PYTHON, "-m", "benchmarks.apps", name, "--stdio"]
 
 

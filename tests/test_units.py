@@ -509,6 +509,34 @@ async def test_sync_tool_runs_in_the_pool(runtime: Runtime) -> None:
     assert res["result"]["structuredContent"]["result"].startswith("bemcp-sync")
 
 
+async def test_the_call_path_s_inlined_admission_and_timing_balance() -> None:
+    """`_run` inlines Admission.enter()/leave() and the histogram update: whatever a call ends in (a result, a
+    tool error, an exception, a queued slot), the slot comes back and the call is timed once."""
+    rt = Runtime(RuntimeConfig(max_concurrency=2, task_log=False))
+    rt.start()
+    try:
+        server = Server(_unit_app(), rt)
+        adm = rt.admission
+        assert adm.lane == 2  # a fixed limit: the fast lane is open
+        for name in ("mul", "refuse", "boom"):
+            await _call(server, "tools/call", {"name": name, "arguments": {"a": 1, "b": 2}})
+        # Four sync calls at once through a limit of two: two take the lane, two queue for a slot.
+        calls = [
+            asyncio.create_task(_call(server, "tools/call", {"name": "mul", "arguments": {"a": i, "b": 1}}, i))
+            for i in range(4)
+        ]
+        await asyncio.sleep(0)
+        assert (adm.in_flight, adm.queued, adm.lane) == (2, 2, 0)  # the lane closes while anyone queues
+        results = await asyncio.gather(*calls)
+        assert [r["result"]["structuredContent"]["result"] for r in results] == [0, 1, 2, 3]
+        assert (adm.in_flight, adm.queued, adm.lane, adm.peak_in_flight) == (0, 0, 2, 2)
+        assert adm.admitted == 7
+        assert rt.metrics.latency.count("tools/call") == 7
+        assert rt.tasks.in_flight == 0
+    finally:
+        rt.stop()
+
+
 async def test_invalid_arguments_are_a_tool_error(runtime: Runtime) -> None:
     server = Server(_unit_app(), runtime)
     res = (await _call(server, "tools/call", {"name": "mul", "arguments": {"a": "six"}}))["result"]
