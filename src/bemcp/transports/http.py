@@ -142,6 +142,8 @@ class HttpTransport:
         # 2026-07-28 requests carry their own version and capabilities; they share one session-less peer.
         self._stateless = Peer()
         self.runtime = server.runtime
+        # The serving loop, from start(): asyncio.get_running_loop() costs a getpid() syscall per call.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.runtime.metrics.registry.gauge(
             "sessions", "Open 2025-11-25 HTTP sessions.", read=lambda: len(self.sessions)
         )
@@ -150,12 +152,14 @@ class HttpTransport:
 
     async def start(self) -> None:
         """Start the runtime (on this loop) and the session sweeper."""
-        self.runtime.start(asyncio.get_running_loop())
+        self._loop = asyncio.get_running_loop()
+        self.runtime.start(self._loop)
         self.sessions.start()
 
     async def stop(self) -> None:
         await self.sessions.stop()
         self.runtime.stop()
+        self._loop = None
 
     def end_streams(self) -> None:
         """End every GET stream now (after a drain, so shutdown does not wait on idle streams)."""
@@ -426,10 +430,10 @@ class HttpTransport:
         reply = _Reply(send, sse_ok, headers)
         req_id = msg["id"]
         ex = Exchange(peer, req_id, msg["method"], reply.message, can_request=sse_ok and not modern)
-        ex.task = task = asyncio.current_task()
+        loop = self._loop or asyncio.get_running_loop()
+        ex.task = task = asyncio.current_task(loop)
         if not modern:  # 2026-07-28 ids are not scoped to a session, and its cancel is the disconnect
             peer.inflight[req_id] = ex
-        loop = asyncio.get_running_loop()
         watcher: list[asyncio.Task[None]] = []
         timer = loop.call_later(_DISCONNECT_WATCH_AFTER, self._watch, watcher, receive, ex) if receive else None
         try:

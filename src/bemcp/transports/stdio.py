@@ -80,11 +80,13 @@ class StdioTransport:
         self.peer = Peer()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reading: asyncio.Task[Any] | None = None
+        # The serving loop, from serve(): asyncio.get_running_loop() costs a getpid() syscall per call.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_requested = False
 
     async def serve(self) -> None:
         """Serve until stdin closes, then finish in-flight requests and return."""
-        loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
         await self._out.open()
         self.peer.standalone = self._out.send
         self.server.peers.add(self.peer)
@@ -160,7 +162,7 @@ class StdioTransport:
                 )
                 return
             ex = Exchange(self.peer, req_id, msg["method"], self._out.send)
-            task = asyncio.get_running_loop().create_task(self._serve_request(msg, ex))
+            task = (self._loop or asyncio.get_running_loop()).create_task(self._serve_request(msg, ex))
             ex.task = task
             # Registered before the task runs, so a cancel that follows at once finds it.
             self.peer.inflight[req_id] = ex
