@@ -14,7 +14,7 @@ CONF_ALPHA_VERSION := 0.2.0-alpha.12
 EVERYTHING_VERSION := 2026.8.31
 export PATH := $(CURDIR)/$(NODE22_DIR)/node_modules/.bin:$(PATH)
 
-.PHONY: setup run serve test lint typecheck unit conformance conformance-alpha bench deps-debian browser clean
+.PHONY: setup run serve test lint typecheck unit conformance conformance-alpha bench bench-overhead deps-debian browser clean
 
 setup: $(VENV)/.installed $(NODE22) $(CONF_DIR)/.installed $(CONF_ALPHA_DIR)/.installed $(EVERYTHING_DIR)/.installed
 
@@ -68,8 +68,10 @@ test: setup lint typecheck unit
 conformance-alpha: setup
 	$(BIN)/python -m tests.conformance.run_alpha
 
+# wrk drives the HTTP benchmarks; valgrind (callgrind) counts instructions in bench_instructions.py.
 deps-debian:
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
+	@command -v valgrind >/dev/null || (apt-get update -qq && apt-get install -y -qq valgrind >/dev/null)
 
 # Headless Chromium renders report.html in the tests.
 browser:
@@ -77,6 +79,12 @@ browser:
 
 bench: setup deps-debian
 	$(BIN)/python benchmarks/bench_http.py
+
+# What the protections cost: instructions per call, then on/off throughput over HTTP and stdio.
+bench-overhead: setup deps-debian
+	$(BIN)/python benchmarks/bench_instructions.py
+	$(BIN)/python benchmarks/bench_overhead.py
+	$(BIN)/python benchmarks/bench_overhead.py --transport stdio
 
 clean:
 	rm -rf $(VENV) $(CACHE) .mypy_cache .ruff_cache .pytest_cache .hypothesis

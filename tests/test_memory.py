@@ -633,6 +633,26 @@ def test_config_validation() -> None:
         MemoryConfig(elevated=0.9, high=0.85)
     with pytest.raises(ValueError):
         MemoryConfig(interval=0)
+    with pytest.raises(ValueError, match="normal_interval"):
+        MemoryConfig(interval=0.5, normal_interval=0.25)
+
+
+def test_sampling_is_slower_while_the_level_is_normal() -> None:
+    """Each sample takes the GIL from the serving thread: at normal it samples half as often, under
+    pressure at the configured interval."""
+    usage = FakeUsage(100)
+    manager, _ = make_manager(usage, interval=0.25)
+    manager.refresh()
+    assert manager.level == N and manager.period == 0.5
+    usage.rss = 700
+    manager.refresh()
+    assert manager.level == E and manager.period == 0.25
+    usage.rss = 960
+    manager.refresh()
+    assert manager.level == C and manager.period == 0.25
+    fixed, _ = make_manager(FakeUsage(100), interval=0.25, normal_interval=1.0)
+    fixed.refresh()
+    assert fixed.period == 1.0
 
 
 def test_snapshot_to_dict() -> None:

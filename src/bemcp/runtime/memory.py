@@ -287,7 +287,10 @@ class UsageSample:
 @dataclass(slots=True)
 class MemoryConfig:
     memory_fraction: float = 0.8  # of the limit; the rest is headroom for what we cannot see
-    interval: float = 0.25  # seconds between samples
+    interval: float = 0.25  # seconds between samples once the level is elevated or above
+    # Seconds between samples at normal (None: 2 x interval). Each sample takes the GIL from the serving
+    # thread, which costs it more than the sample itself (measured: ~1 % of stdio throughput at 4/s).
+    normal_interval: float | None = None
     elevated: float = 0.70  # fractions of the budget
     high: float = 0.85
     critical: float = 0.95
@@ -307,6 +310,8 @@ class MemoryConfig:
             raise ValueError("hysteresis must be in [0, elevated)")
         if self.interval <= 0:
             raise ValueError("interval must be positive")
+        if self.normal_interval is not None and self.normal_interval < self.interval:
+            raise ValueError("normal_interval must be at least interval")
 
 
 @dataclass(frozen=True, slots=True)
@@ -469,8 +474,16 @@ class MemoryManager:
                 self.refresh()
             except Exception:  # the sampler must outlive a bad read or a buggy listener
                 log.exception("memory sample failed")
-            if self._stop.wait(self.config.interval):
+            if self._stop.wait(self.period):
                 return
+
+    @property
+    def period(self) -> float:
+        """Seconds until the next sample: longer while the level is normal."""
+        cfg = self.config
+        if self._level >= MemoryLevel.ELEVATED:
+            return cfg.interval
+        return cfg.normal_interval if cfg.normal_interval is not None else 2 * cfg.interval
 
     # -- hot path: no syscalls, no locks -------------------------------------
 

@@ -37,7 +37,11 @@ class WatchdogEvent:
 
 @dataclass(slots=True)
 class WatchdogConfig:
-    interval: float = 0.1  # heartbeat period and check period
+    interval: float = 0.1  # heartbeat period (a loop timer: cheap)
+    # How often the thread checks. Every wake-up takes the GIL from the serving thread, which costs it
+    # more than the check itself (measured: ~2 % of stdio throughput at 20 checks/s); a stall is still
+    # seen within check_interval of passing stall_threshold.
+    check_interval: float = 0.25
     stall_threshold: float = 1.0
     emergency_threshold: float = 30.0  # a loop stuck this long cannot recover by itself
     deadline_grace: float = 1.0
@@ -124,7 +128,7 @@ class Watchdog:
     # -- watchdog thread -----------------------------------------------------
 
     def _run(self) -> None:
-        while not self._stop.wait(self.config.interval / 2):
+        while not self._stop.wait(self.config.check_interval):
             try:
                 self.check()
             except Exception:  # the watchdog must outlive any bug in a check
