@@ -379,8 +379,7 @@ class Admission:
         other way (a configuration reload, say).
         """
         self._cap = self._algorithm.limit
-        self._grant()
-        self._update_lane()
+        self._grant()  # also reopens the lane at the new limit once nobody waits
 
     def snapshot(self) -> AdmissionSnapshot:
         return AdmissionSnapshot(

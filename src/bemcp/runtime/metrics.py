@@ -7,7 +7,6 @@ callback at scrape time, so values that already live elsewhere are not copied.
 
 from __future__ import annotations
 
-import bisect
 import math
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
@@ -110,15 +109,15 @@ class Histogram:
         return self._one.get(label) or self._new((label,))
 
     def observe(self, value: float, *labels: str) -> None:
-        s = self.series.get(labels) or self._new(labels)
-        s[bisect.bisect_left(self.buckets, value)] += 1
-        s[-1] += value
+        self._count(self.series.get(labels) or self._new(labels), value)
 
     def observe1(self, value: float, label: str) -> None:
         """`observe(value, label)` for a one-label histogram, without building a label tuple."""
-        s = self._one.get(label) or self._new((label,))
+        self._count(self.cells(label), value)
+
+    def _count(self, s: list[float], value: float) -> None:
         s[bisect_left(self.buckets, value)] += 1
-        s[-1] += value
+        s[self.sum_at] += value
 
     def count(self, *labels: str) -> int:
         s = self.series.get(labels)

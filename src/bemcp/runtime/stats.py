@@ -37,8 +37,8 @@ _MEAN_MIN_CALLS = 16
 
 
 class RuntimeMetrics:
-    """What /metrics shows: the call path only times each call (`latency.observe1`); every other number is
-    read from the runtime's parts at scrape time (completed{outcome} from the task registry)."""
+    """What /metrics shows: the call path only times each call (counted inline into `latency.cells()`); every
+    other number is read from the runtime's parts at scrape time (completed{outcome} from the task registry)."""
 
     def __init__(self, rt: Runtime) -> None:
         self.registry = reg = Registry("bemcp")
