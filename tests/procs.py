@@ -26,9 +26,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# The console script a user runs, not `python -m bemcp`: `-m` puts the current folder on the import path
+# by itself and would hide a server that cannot import the user's app from where the user stands.
+BEMCP = str(Path(sys.executable).with_name("bemcp"))
+
+
 def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    """The user's environment: no PYTHONPATH; apps like `tests.apps.demo:app` import from the current folder."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("BEMCP_")}
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
@@ -58,7 +63,7 @@ def http_server(
     """Start `bemcp serve --transport http` on a free port; stop it (SIGTERM, then SIGKILL) afterwards."""
     port = free_port()
     log = (tmp or Path("/tmp")) / f"bemcp-server-{port}.log"
-    cmd = [sys.executable, "-m", "bemcp", "serve", "--transport", "http", "--port", str(port), *args]
+    cmd = [BEMCP, "serve", "--transport", "http", "--port", str(port), *args]
     if app:
         cmd += ["--app", app]
     with open(log, "wb") as out:
@@ -98,7 +103,7 @@ class StdioServer:
     """`bemcp serve --transport stdio` with line-level access to its stdin/stdout."""
 
     def __init__(self, *args: str, app: str | None = None) -> None:
-        cmd = [sys.executable, "-m", "bemcp", "serve", "--transport", "stdio", *args]
+        cmd = [BEMCP, "serve", "--transport", "stdio", *args]
         if app:
             cmd += ["--app", app]
         self.proc = subprocess.Popen(

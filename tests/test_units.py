@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Annotated, Any
 
 import pydantic
@@ -13,7 +12,6 @@ import pytest
 from pydantic import BaseModel, Field
 
 from bemcp import App, CompletionRequest, Context, Text, ToolError, ToolResult
-from bemcp.config import ConfigError, ServeConfig, load
 from bemcp.errors import InvalidParams
 from bemcp.protocol import jsonrpc, mrtr
 from bemcp.protocol.exchange import Exchange, Peer
@@ -177,90 +175,6 @@ def test_invalid_request_and_parse_error_ids() -> None:
         "id": None,
         "error": {"code": -32700, "message": "Parse error: bad"},
     }
-
-
-# -- config.load ------------------------------------------------------------------
-
-
-def test_config_defaults() -> None:
-    assert load({}, None, env={}) == ServeConfig()
-
-
-def test_config_precedence(tmp_path: Path) -> None:
-    toml = tmp_path / "bemcp.toml"
-    toml.write_text(
-        '[serve]\nport = 9000\nmax-sessions = 5\nhost = "0.0.0.0"\nallowed_hosts = ["a.example", "b.example"]\n'
-    )
-    cfg = load({}, str(toml), env={})
-    assert (cfg.port, cfg.max_sessions, cfg.host) == (9000, 5, "0.0.0.0")
-    assert cfg.allowed_hosts == ["a.example", "b.example"]
-    assert cfg.transport == "http"  # untouched default
-
-    env = {"BEMCP_PORT": "9100", "BEMCP_MAX_SESSIONS": "6", "BEMCP_ALLOWED_HOSTS": " x.example, ,y.example "}
-    cfg = load({}, str(toml), env=env)
-    assert (cfg.port, cfg.max_sessions, cfg.host) == (9100, 6, "0.0.0.0")
-    assert cfg.allowed_hosts == ["x.example", "y.example"]
-
-    cfg = load({"port": 9200, "max_sessions": None, "call_timeout": "0.5"}, str(toml), env=env)
-    assert (cfg.port, cfg.max_sessions, cfg.call_timeout) == (9200, 6, 0.5)
-
-
-def test_config_file_from_env_and_top_level_keys(tmp_path: Path) -> None:
-    toml = tmp_path / "flat.toml"
-    toml.write_text('transport = "stdio"\ndebug = true\nsession_idle_timeout = 2\n')
-    cfg = load({}, None, env={"BEMCP_CONFIG": str(toml)})
-    assert cfg.transport == "stdio"
-    assert cfg.debug is True
-    assert cfg.session_idle_timeout == 2.0
-
-
-@pytest.mark.parametrize(("raw", "expected"), [("yes", True), ("0", False), ("ON", True), ("false", False)])
-def test_config_bool_from_env(raw: str, expected: bool) -> None:
-    assert load({}, None, env={"BEMCP_DEBUG": raw}).debug is expected
-
-
-@pytest.mark.parametrize(
-    "env",
-    [
-        {"BEMCP_PORT": "eighty"},
-        {"BEMCP_DEBUG": "maybe"},
-        {"BEMCP_CALL_TIMEOUT": "soon"},
-        {"BEMCP_TRANSPORT": "carrier-pigeon"},
-        {"BEMCP_LOG_LEVEL": "loud"},
-    ],
-)
-def test_config_bad_env_values(env: dict[str, str]) -> None:
-    with pytest.raises(ConfigError):
-        load({}, None, env=env)
-
-
-@pytest.mark.parametrize(
-    "body",
-    ['port = "x"', "port = 1.9", "sync_workers = true", "call_timeout = true", "allowed_hosts = 5", "debug = 3"],
-)
-def test_config_bad_toml_values(tmp_path: Path, body: str) -> None:
-    toml = tmp_path / "bad.toml"
-    toml.write_text(body + "\n")
-    with pytest.raises(ConfigError):
-        load({}, str(toml), env={})
-
-
-def test_config_bad_cli_value() -> None:
-    with pytest.raises(ConfigError, match="--max-body-bytes"):
-        load({"max_body_bytes": "lots"}, None, env={})
-
-
-def test_config_unknown_key_unreadable_and_malformed(tmp_path: Path) -> None:
-    unknown = tmp_path / "unknown.toml"
-    unknown.write_text("[serve]\nport = 1\nporrt = 2\n")
-    with pytest.raises(ConfigError, match="porrt"):
-        load({}, str(unknown), env={})
-    with pytest.raises(ConfigError, match="cannot read"):
-        load({}, str(tmp_path / "missing.toml"), env={})
-    broken = tmp_path / "broken.toml"
-    broken.write_text("port = = 1\n")
-    with pytest.raises(ConfigError, match="cannot read"):
-        load({}, str(broken), env={})
 
 
 # -- mrtr.StateSigner -------------------------------------------------------------

@@ -5,10 +5,14 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from bemcp import schema
+
+if TYPE_CHECKING:
+    from bemcp.transports.http import HttpTransport
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -93,6 +97,9 @@ def _template_pattern(uri: str) -> re.Pattern[str]:
     return re.compile("^" + "".join(parts) + "$")
 
 
+Lifespan = Callable[["App"], AbstractAsyncContextManager[Any]]
+
+
 class App:
     """A set of tools, resources and prompts served by BE-MCP.
 
@@ -101,20 +108,60 @@ class App:
     ... def add(a: int, b: int) -> int:
     ...     '''Add two numbers.'''
     ...     return a + b
+
+    `lifespan` is an async context manager factory, entered once when the server starts and left when it
+    stops (after a drain); what it yields reaches every tool as `ctx.state`.
     """
 
     def __init__(
-        self, name: str, version: str = "0.0.0", *, instructions: str | None = None, title: str | None = None
+        self,
+        name: str,
+        version: str = "0.0.0",
+        *,
+        instructions: str | None = None,
+        title: str | None = None,
+        lifespan: Lifespan | None = None,
     ) -> None:
         self.name = name
         self.version = version
         self.title = title
         self.instructions = instructions
+        self.lifespan = lifespan
         self.tools: dict[str, ToolDef] = {}
         self.resources: dict[str, ResourceDef] = {}
         self.templates: dict[str, ResourceDef] = {}
         self.prompts: dict[str, PromptDef] = {}
         self.completion_handler: CompletionHandler | None = None
+
+    # -- serving -----------------------------------------------------------
+
+    def run(self, transport: Literal["stdio", "http"] = "stdio", **options: Any) -> None:
+        """Serve this app until stopped: stdio by default (`python server.py` as a client's command), or
+        `transport="http"`. `options` are `bemcp serve`'s settings by name (`port=9000`, `max_concurrency=200`);
+        `BEMCP_*` variables and a `config=` TOML file fill in the rest, as for `bemcp serve`."""
+        from bemcp import config, serve
+
+        config_file = options.pop("config", None)
+        cfg = config.load({"transport": transport, **options}, config_file)
+        if cfg.supervise:
+            serve.supervise_script()
+            return
+        serve.run(cfg, self)
+
+    def http_app(self, path: str = "/mcp", **options: Any) -> HttpTransport:
+        """This app as an ASGI application, to mount in Starlette or FastAPI or to give to any ASGI server.
+
+        Its lifespan starts and stops the runtime and the app's own lifespan. A parent app does not run a
+        mounted app's lifespan, so pass it on: `Starlette(routes=[Mount("/tools", mcp)], lifespan=mcp.lifespan)`
+        (or enter `mcp.lifespan(app)` inside the parent's own lifespan). The endpoint is `path` under the mount
+        prefix, beside `/healthz`, `/readyz` and `/metrics`.
+        """
+        from bemcp import config, serve
+
+        config_file = options.pop("config", None)
+        cfg = config.load({"transport": "http", "path": path, **options}, config_file)
+        server, _ = serve.build(cfg, self)
+        return serve.http_transport(server, cfg)
 
     # -- tools -------------------------------------------------------------
 

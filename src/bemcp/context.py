@@ -20,12 +20,17 @@ class Context:
     client that asked, in order, before the result.
     """
 
-    __slots__ = ("_exchange", "_round", "runtime")
+    __slots__ = ("_exchange", "_state", "runtime")
 
-    def __init__(self, exchange: Exchange, runtime: Runtime) -> None:
+    def __init__(self, exchange: Exchange, runtime: Runtime, state: Any = None) -> None:
         self._exchange = exchange
         self.runtime = runtime
-        self._round = 0
+        self._state = state
+
+    @property
+    def state(self) -> Any:
+        """What the app's lifespan yielded (`App(lifespan=...)`): a database pool, clients; None without one."""
+        return self._state
 
     @property
     def memory(self) -> MemoryManager:

@@ -1,12 +1,13 @@
-"""Assembling and running a server from a `ServeConfig`."""
+"""Assembling and running a server from `ServeSettings`."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
+import os
 import signal
+import socket
 import sys
 from types import FrameType
 from typing import Any
@@ -14,10 +15,13 @@ from typing import Any
 import uvicorn
 
 from bemcp.app import App
-from bemcp.config import ConfigError, ServeConfig
+from bemcp.config import ServeSettings
+from bemcp.lifecycle import Lifecycle
+from bemcp.loader import load_app
 from bemcp.protocol.server import Server
 from bemcp.runtime.runtime import Runtime, RuntimeConfig
-from bemcp.tools.builtin import add_builtin_tools, default_app
+from bemcp.startline import start_line
+from bemcp.tools.builtin import add_builtin_tools
 from bemcp.tools.workload import add_workload_tools
 from bemcp.transports.http import HttpOptions, HttpTransport
 from bemcp.transports.stdio import StdioTransport
@@ -25,26 +29,7 @@ from bemcp.transports.stdio import StdioTransport
 log = logging.getLogger("bemcp.serve")
 
 
-def load_app(spec: str | None) -> App:
-    """Import `MODULE:ATTR` (an `App`, or a callable returning one); None gives the built-in app."""
-    if not spec:
-        return default_app()
-    module_name, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ConfigError(f"--app {spec}: cannot import {module_name}: {e}") from None
-    obj = getattr(module, attr or "app", None)
-    if obj is None:
-        raise ConfigError(f"--app {spec}: {module_name} has no attribute {attr or 'app'!r}")
-    if callable(obj) and not isinstance(obj, App):
-        obj = obj()
-    if not isinstance(obj, App):
-        raise ConfigError(f"--app {spec}: {type(obj).__name__} is not a bemcp.App")
-    return obj
-
-
-def configure_logging(cfg: ServeConfig) -> None:
+def configure_logging(cfg: ServeSettings) -> None:
     # stdout belongs to the protocol on stdio; plain logs go to stderr. With --log-file, the
     # runtime's task log writes "bemcp" records there as JSON lines, off the event loop.
     handler = logging.StreamHandler(sys.stderr)
@@ -54,7 +39,7 @@ def configure_logging(cfg: ServeConfig) -> None:
     root.setLevel(logging.DEBUG if cfg.debug else getattr(logging, cfg.log_level.upper(), logging.WARNING))
 
 
-def runtime_config(cfg: ServeConfig) -> RuntimeConfig:
+def runtime_config(cfg: ServeSettings) -> RuntimeConfig:
     return RuntimeConfig(
         sync_workers=cfg.sync_workers,
         call_timeout=cfg.call_timeout,
@@ -74,17 +59,19 @@ def runtime_config(cfg: ServeConfig) -> RuntimeConfig:
     )
 
 
-def build(cfg: ServeConfig) -> tuple[Server, Runtime]:
-    app = load_app(cfg.app)
+def build(cfg: ServeSettings, app: App | None = None) -> tuple[Server, Runtime]:
+    """The server for `app` (or the one `cfg.app` names); raises ConfigError when it cannot be loaded."""
+    if app is None:
+        app = load_app(cfg.app, cfg.app_dir)
     runtime = Runtime(runtime_config(cfg))
-    if "server_health" not in app.tools:
-        add_builtin_tools(app, runtime)
+    extras = App("bemcp-extras")
+    add_builtin_tools(extras, runtime)
     if cfg.stress_tools:
-        add_workload_tools(app, runtime)
-    return Server(app, runtime), runtime
+        add_workload_tools(extras, runtime)
+    return Server(app, runtime, extras.tools), runtime
 
 
-def http_transport(server: Server, cfg: ServeConfig) -> HttpTransport:
+def http_transport(server: Server, cfg: ServeSettings) -> HttpTransport:
     return HttpTransport(
         server,
         HttpOptions(
@@ -98,20 +85,37 @@ def http_transport(server: Server, cfg: ServeConfig) -> HttpTransport:
     )
 
 
-def run(cfg: ServeConfig) -> int:
+def run(cfg: ServeSettings, app: App | None = None) -> int:
     configure_logging(cfg)
-    server, runtime = build(cfg)
+    server, runtime = build(cfg, app)
     if cfg.transport == "stdio":
-        _run_loop(_serve_stdio(server, runtime))
+        _run_loop(_serve_stdio(server, cfg))
         return 0
     _serve_http(server, runtime, cfg)
     return 0
 
 
+def supervise_script() -> None:
+    """`App.run(supervise=True)`: run this same script as a supervised child (which serves), until it ends."""
+    from bemcp.runtime.supervisor import Supervisor
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    env = {**os.environ, "BEMCP_SUPERVISE": "0"}
+    sys.exit(Supervisor([sys.executable, *sys.orig_argv[1:]], env=env).run())
+
+
+_started = logging.getLogger("bemcp.start")
+_started.setLevel(logging.INFO)  # the start line shows at the default level (warning) too
+
+
+def announce(server: Server, cfg: ServeSettings, where: str) -> None:
+    _started.info("%s", start_line(server, cfg, where))
+
+
 # -- HTTP ----------------------------------------------------------------------
 
 
-def _serve_http(server: Server, runtime: Runtime, cfg: ServeConfig) -> None:
+def _serve_http(server: Server, runtime: Runtime, cfg: ServeSettings) -> None:
     transport = http_transport(server, cfg)
     config = uvicorn.Config(
         transport,
@@ -124,7 +128,7 @@ def _serve_http(server: Server, runtime: Runtime, cfg: ServeConfig) -> None:
         http=_http_name(),
         timeout_graceful_shutdown=max(1, int(cfg.drain_timeout)),
     )
-    DrainingServer(config, runtime, transport).run()
+    DrainingServer(config, runtime, transport, lambda url: announce(server, cfg, url)).run()
 
 
 class DrainingServer(uvicorn.Server):
@@ -135,12 +139,36 @@ class DrainingServer(uvicorn.Server):
     elsewhere instead of seeing refused connections; a second signal exits at once.
     """
 
-    def __init__(self, config: uvicorn.Config, runtime: Runtime, transport: HttpTransport) -> None:
+    def __init__(
+        self, config: uvicorn.Config, runtime: Runtime, transport: HttpTransport, on_listen: Any = None
+    ) -> None:
         super().__init__(config)
         self._runtime = runtime
         self._transport = transport
+        self._on_listen = on_listen
         self._signals = 0
         self._drain: asyncio.Task[bool] | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self._on_listen is not None:
+            self._on_listen(self._url())
+
+    def _url(self) -> str:
+        """The endpoint as a client reaches it, with the port really bound (for --port 0)."""
+        cfg = self.config
+        port = cfg.port
+        for server in self.servers:
+            for sock in server.sockets:
+                port = sock.getsockname()[1]
+                break
+        host = cfg.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1" if host != "::" else "[::1]"
+        elif ":" in host:
+            host = f"[{host}]"
+        scheme = "https" if cfg.ssl_certfile else "http"
+        return f"{scheme}://{host}:{port}{self._transport.options.path}"
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self._signals += 1
@@ -161,9 +189,12 @@ class DrainingServer(uvicorn.Server):
 # -- stdio ---------------------------------------------------------------------
 
 
-async def _serve_stdio(server: Server, runtime: Runtime) -> None:
+async def _serve_stdio(server: Server, cfg: ServeSettings) -> None:
     loop = asyncio.get_running_loop()
-    runtime.start(loop)
+    runtime = server.runtime
+    lifecycle = Lifecycle(server)
+    await lifecycle.start()
+    announce(server, cfg, "stdio")
     transport = StdioTransport(server)
     serving = loop.create_task(transport.serve(), name="bemcp-stdio")
     drain: asyncio.Task[None] | None = None
@@ -191,7 +222,7 @@ async def _serve_stdio(server: Server, runtime: Runtime) -> None:
         if drain is not None and not drain.done():
             drain.cancel()
             await asyncio.gather(drain, return_exceptions=True)
-        runtime.stop()
+        await lifecycle.stop()
 
 
 def _loop_name() -> str:

@@ -7,7 +7,6 @@ Every test runs over stdio and Streamable HTTP, on both protocol revisions:
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -20,7 +19,7 @@ from mcp import Client, MCPDeprecationWarning, MCPError, StdioServerParameters
 from mcp import types as t
 from mcp.client.session import ClientRequestContext
 
-from tests.procs import ROOT, HttpServer, http_server
+from tests.procs import BEMCP, ROOT, HttpServer, http_server
 
 pytestmark = pytest.mark.anyio
 
@@ -46,9 +45,9 @@ def http_srv() -> Iterator[HttpServer]:
 
 def _stdio_params() -> StdioServerParameters:
     return StdioServerParameters(
-        command=sys.executable,
-        args=["-m", "bemcp", "serve", "--transport", "stdio", "--app", DEMO],
-        env={"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
+        command=BEMCP,
+        args=["serve", "--transport", "stdio", "--app", DEMO],
+        env={"PYTHONUNBUFFERED": "1"},
         cwd=str(ROOT),
     )
 

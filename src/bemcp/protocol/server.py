@@ -63,10 +63,14 @@ def _describe_validation(exc: pydantic.ValidationError) -> str:
 class Server:
     """Serves one `App` through one `Runtime` on any number of peers."""
 
-    def __init__(self, app: App, runtime: Runtime) -> None:
+    def __init__(self, app: App, runtime: Runtime, extra_tools: dict[str, ToolDef] | None = None) -> None:
         self.app = app
         self.runtime = runtime
+        # Tools this server adds (server_health, the workload set), bound to this runtime; kept off the
+        # user's App so that one App can be served more than once. The App's own tools win a name clash.
+        self.extra_tools = {k: v for k, v in (extra_tools or {}).items() if k not in app.tools}
         self.peers: set[Peer] = set()
+        self.state: Any = None  # what the app's lifespan yielded (see bemcp.lifecycle), for ctx.state
         self._handlers: dict[str, Handler] = {
             "initialize": self._initialize,
             "ping": self._ping,
@@ -252,13 +256,13 @@ class Server:
     # -- tools -------------------------------------------------------------
 
     async def _list_tools(self, params: dict[str, Any], ex: Exchange) -> dict[str, Any]:
-        return {"tools": [t.wire for t in self.app.tools.values()]}
+        return {"tools": [t.wire for t in (*self.app.tools.values(), *self.extra_tools.values())]}
 
     async def _call_tool(self, params: dict[str, Any], ex: Exchange) -> dict[str, Any] | None:
         name = params.get("name")
         if not isinstance(name, str):
             raise InvalidParams("tools/call needs params.name (string)")
-        tool = self.app.tools.get(name)
+        tool = self.app.tools.get(name) or self.extra_tools.get(name)
         if tool is None:
             raise InvalidParams(f"Unknown tool: {name}", {"name": name})
         args = params.get("arguments")
@@ -275,7 +279,7 @@ class Server:
                 "isError": True,
             }
         if tool.signature.context_param is not None:
-            kwargs[tool.signature.context_param] = Context(ex, self.runtime)
+            kwargs[tool.signature.context_param] = Context(ex, self.runtime, self.state)
         timeout = tool.timeout if tool.timeout is not None else self.runtime.config.call_timeout
         return await self._run(
             ex,
@@ -448,7 +452,7 @@ class Server:
                 f"Invalid resource URI {uri}: {_describe_validation(e)}", {"errors": _validation_detail(e)}
             ) from None
         if res.signature.context_param is not None:
-            kwargs[res.signature.context_param] = Context(ex, self.runtime)
+            kwargs[res.signature.context_param] = Context(ex, self.runtime, self.state)
 
         async def read() -> dict[str, Any]:
             value = await res.fn(**kwargs) if res.is_async else await self.runtime.run_sync(res.fn, kwargs)
@@ -501,7 +505,7 @@ class Server:
                 f"Invalid arguments for prompt {name}: {_describe_validation(e)}", {"errors": _validation_detail(e)}
             ) from None
         if prompt.signature.context_param is not None:
-            kwargs[prompt.signature.context_param] = Context(ex, self.runtime)
+            kwargs[prompt.signature.context_param] = Context(ex, self.runtime, self.state)
 
         async def get() -> dict[str, Any]:
             value = await prompt.fn(**kwargs) if prompt.is_async else await self.runtime.run_sync(prompt.fn, kwargs)

@@ -9,11 +9,13 @@ the response turns into an SSE stream on the spot.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bemcp.lifecycle import Lifecycle
 from bemcp.protocol import codes, jsonrpc, versions
 from bemcp.protocol.exchange import Exchange, Peer
 from bemcp.protocol.jsonrpc import Kind, Message
@@ -144,6 +146,8 @@ class HttpTransport:
         self.runtime = server.runtime
         # The serving loop, from start(): asyncio.get_running_loop() costs a getpid() syscall per call.
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._ever_started = False
+        self.lifecycle = Lifecycle(server)
         self.runtime.metrics.registry.gauge(
             "sessions", "Open 2025-11-25 HTTP sessions.", read=lambda: len(self.sessions)
         )
@@ -151,15 +155,35 @@ class HttpTransport:
     # -- lifecycle ---------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the runtime (on this loop) and the session sweeper."""
+        """Start the runtime and the app's lifespan (on this loop), then the session sweeper."""
+        await self.lifecycle.start()
         self._loop = asyncio.get_running_loop()
-        self.runtime.start(self._loop)
         self.sessions.start()
+        self._ever_started = True
 
     async def stop(self) -> None:
         await self.sessions.stop()
-        self.runtime.stop()
+        await self.lifecycle.stop()
         self._loop = None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
+        """This app's start and stop as a lifespan for a parent app that mounts it:
+        `Starlette(routes=[Mount("/tools", mcp)], lifespan=mcp.lifespan)`."""
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+    async def _start_late(self) -> None:
+        # Mounted in a parent whose lifespan does not run ours: start on the first request rather than
+        # answer 404s, and say how to get a clean stop.
+        log.warning(
+            "the MCP app was not started by a lifespan: starting it now; pass lifespan=<mcp app>.lifespan to "
+            "the parent app so that it also stops cleanly"
+        )
+        await self.start()
 
     def end_streams(self) -> None:
         """End every GET stream now (after a drain, so shutdown does not wait on idle streams)."""
@@ -168,7 +192,12 @@ class HttpTransport:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
+            if self._loop is None and not self._ever_started:
+                await self._start_late()
             path = scope["path"]
+            root = scope.get("root_path")
+            if root and path.startswith(root):  # mounted under a prefix (Starlette keeps the full path)
+                path = path[len(root) :]
             if path == self._path or path == self._path + "/":
                 await self._mcp(scope, receive, send)
             elif path == "/healthz":
