@@ -1,43 +1,54 @@
-"""A small Prometheus registry: counters, gauges and histograms with labels, and the text exposition format.
+"""Live metric storage behind /metrics: counters, gauges and histograms with labels.
 
-Updates are plain dict and float operations, cheap enough for the hot path;
-rendering happens only when `/metrics` is scraped. Gauges may be read from a
-callback at scrape time, so values that already live elsewhere are not copied.
+Updates are plain dict and list operations, cheap enough for the hot path (the call path counts latency straight
+into `Histogram.cells()`). Nothing is formatted until a scrape: `Registry` is a prometheus_client collector, and its
+`collect()` turns the live numbers into metric families at that moment, so the exposition formats (Prometheus text,
+OpenMetrics) are the library's. A counter or gauge may `read` its value from a callback at scrape time, so numbers
+that already live elsewhere are not copied on every change.
 """
 
 from __future__ import annotations
 
-import math
 from bisect import bisect_left
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from itertools import accumulate
 from typing import TypeVar
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
+
 LabelValues = tuple[str, ...]
+# A scrape-time reader: a number for an unlabelled metric, {label values: number} for a labelled one.
+Read = Callable[[], float] | Callable[[], Mapping[LabelValues, float]]
 
 
-def _fmt(value: float) -> str:
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value == int(value) and abs(value) < 1e15:
-        return str(int(value))
-    return repr(value)
+class _Scalar:
+    """What counters and gauges share: live values by label set, or a reader that replaces them (then the
+    live values are not shown: a metric is either updated in place or read)."""
 
-
-def _labels(names: tuple[str, ...], values: LabelValues, extra: str = "") -> str:
-    parts = [f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True)]
-    if extra:
-        parts.append(extra)
-    return "{" + ",".join(parts) + "}" if parts else ""
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-class Counter:
-    def __init__(self, name: str, doc: str, labels: tuple[str, ...] = ()) -> None:
+    def __init__(self, name: str, doc: str, labels: tuple[str, ...], read: Read | None) -> None:
         self.name, self.doc, self.label_names = name, doc, labels
-        self.values: dict[LabelValues, float] = {} if labels else {(): 0.0}
+        self.values: dict[LabelValues, float] = {}
+        self._read = read
+
+    def _series(self) -> list[tuple[LabelValues, float]]:
+        if self._read is None:
+            return sorted(self.values.items())
+        got = self._read()
+        if isinstance(got, Mapping):
+            return sorted(got.items())
+        return [((), float(got))]
+
+
+class Counter(_Scalar):
+    """Only goes up. Named `*_total`, the sample name in both exposition formats."""
+
+    def __init__(self, name: str, doc: str, labels: tuple[str, ...] = (), read: Read | None = None) -> None:
+        if not name.endswith("_total"):
+            raise ValueError(f"counter {name!r}: a counter's name ends in _total")
+        super().__init__(name, doc, labels, read)
+        if not labels:
+            self.values[()] = 0.0
 
     def inc(self, *labels: str, amount: float = 1.0) -> None:
         self.values[labels] = self.values.get(labels, 0.0) + amount
@@ -45,34 +56,31 @@ class Counter:
     def get(self, *labels: str) -> float:
         return self.values.get(labels, 0.0)
 
-    def render(self) -> Iterable[str]:
-        yield f"# HELP {self.name} {self.doc}"
-        yield f"# TYPE {self.name} counter"
-        for lv, v in sorted(self.values.items()):
-            yield f"{self.name}{_labels(self.label_names, lv)} {_fmt(v)}"
+    def family(self) -> CounterMetricFamily:
+        family = CounterMetricFamily(self.name, self.doc, labels=self.label_names)  # the family drops "_total"
+        for labels, value in self._series():
+            family.add_metric(labels, value)
+        return family
 
 
-class Gauge:
-    def __init__(
-        self, name: str, doc: str, labels: tuple[str, ...] = (), read: Callable[[], float] | None = None
-    ) -> None:
-        self.name, self.doc, self.label_names = name, doc, labels
-        self.values: dict[LabelValues, float] = {}
-        self._read = read
+class Gauge(_Scalar):
+    """A level that goes up and down."""
+
+    def __init__(self, name: str, doc: str, labels: tuple[str, ...] = (), read: Read | None = None) -> None:
+        if name.endswith("_total"):
+            raise ValueError(f"gauge {name!r}: a _total name promises a counter")
+        super().__init__(name, doc, labels, read)
 
     def set(self, value: float, *labels: str) -> None:
         self.values[labels] = value
 
-    def render(self) -> Iterable[str]:
-        yield f"# HELP {self.name} {self.doc}"
-        yield f"# TYPE {self.name} gauge"
-        if self._read is not None:
-            yield f"{self.name} {_fmt(float(self._read()))}"
-        for lv, v in sorted(self.values.items()):
-            yield f"{self.name}{_labels(self.label_names, lv)} {_fmt(v)}"
+    def family(self) -> GaugeMetricFamily:
+        family = GaugeMetricFamily(self.name, self.doc, labels=self.label_names)
+        for labels, value in self._series():
+            family.add_metric(labels, value)
+        return family
 
 
-_INF = 'le="+Inf"'
 DEFAULT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -82,9 +90,10 @@ class Histogram:
 
     `cells(label)` hands out a series' live list so that a hot path can count a value inline, without a
     function call: `cells[0 if v <= h.first else bisect_left(h.buckets, v)] += 1; cells[h.sum_at] += v`.
+    A scrape makes the counts cumulative (`family()`); the hot path never does.
     """
 
-    __slots__ = ("_one", "buckets", "doc", "first", "label_names", "name", "series", "sum_at")
+    __slots__ = ("_le", "_one", "buckets", "doc", "first", "label_names", "name", "series", "sum_at")
 
     def __init__(
         self, name: str, doc: str, labels: tuple[str, ...] = (), buckets: tuple[float, ...] = DEFAULT_BUCKETS
@@ -97,6 +106,8 @@ class Histogram:
         self.sum_at = len(buckets) + 1
         self.series: dict[LabelValues, list[float]] = {}
         self._one: dict[str, list[float]] = {}  # the same lists by a single label value
+        # `le` values formatted once, as prometheus_client formats them (its helper has no annotations).
+        self._le = [floatToGoString(b) for b in buckets] + ["+Inf"]  # type: ignore[no-untyped-call]
 
     def _new(self, labels: LabelValues) -> list[float]:
         s = self.series[labels] = [0] * (len(self.buckets) + 1) + [0.0]
@@ -131,37 +142,28 @@ class Histogram:
             total += s[-1]
         return n, total
 
-    def render(self) -> Iterable[str]:
-        yield f"# HELP {self.name} {self.doc}"
-        yield f"# TYPE {self.name} histogram"
-        for lv, s in sorted(self.series.items()):
-            running = 0
-            for bound, n in zip(self.buckets, s, strict=False):
-                running += int(n)
-                le = 'le="' + _fmt(bound) + '"'
-                yield f"{self.name}_bucket{_labels(self.label_names, lv, le)} {running}"
-            running += int(s[-2])
-            yield f"{self.name}_bucket{_labels(self.label_names, lv, _INF)} {running}"
-            yield f"{self.name}_sum{_labels(self.label_names, lv)} {_fmt(s[-1])}"
-            yield f"{self.name}_count{_labels(self.label_names, lv)} {running}"
+    def family(self) -> HistogramMetricFamily:
+        family = HistogramMetricFamily(self.name, self.doc, labels=self.label_names)
+        for labels, s in sorted(self.series.items()):
+            *counts, total = s
+            family.add_metric(labels, list(zip(self._le, accumulate(counts), strict=True)), total)
+        return family
 
 
 M = TypeVar("M", Counter, Gauge, Histogram)
 
 
 class Registry:
-    """Owns a set of metrics and renders them in the Prometheus text format (version 0.0.4)."""
+    """Owns a set of live metrics under one name prefix; a prometheus_client collector over them."""
 
     def __init__(self, prefix: str = "bemcp") -> None:
         self.prefix = prefix
-        self._metrics: list[Counter | Gauge | Histogram] = []
+        self._metrics: dict[str, Counter | Gauge | Histogram] = {}
 
-    def counter(self, name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
-        return self._add(Counter(f"{self.prefix}_{name}", doc, labels))
+    def counter(self, name: str, doc: str, labels: tuple[str, ...] = (), read: Read | None = None) -> Counter:
+        return self._add(Counter(f"{self.prefix}_{name}", doc, labels, read))
 
-    def gauge(
-        self, name: str, doc: str, labels: tuple[str, ...] = (), read: Callable[[], float] | None = None
-    ) -> Gauge:
+    def gauge(self, name: str, doc: str, labels: tuple[str, ...] = (), read: Read | None = None) -> Gauge:
         return self._add(Gauge(f"{self.prefix}_{name}", doc, labels, read))
 
     def histogram(
@@ -170,8 +172,11 @@ class Registry:
         return self._add(Histogram(f"{self.prefix}_{name}", doc, labels, buckets))
 
     def _add(self, metric: M) -> M:
-        self._metrics.append(metric)
+        if metric.name in self._metrics:  # a second family of one name makes the whole scrape invalid
+            raise ValueError(f"metric {metric.name!r} is already registered")
+        self._metrics[metric.name] = metric
         return metric
 
-    def render(self) -> str:
-        return "\n".join(line for m in self._metrics for line in m.render()) + "\n"
+    def collect(self) -> Iterable[Metric]:
+        """The metric families as they are now (prometheus_client's collector protocol)."""
+        return [m.family() for m in self._metrics.values()]

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from bemcp.runtime.metrics import Registry
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client.exposition import choose_encoder
+
+from bemcp.runtime.metrics import LabelValues, Registry
 
 if TYPE_CHECKING:
     from bemcp.runtime.runtime import Runtime
@@ -37,12 +41,14 @@ _MEAN_MIN_CALLS = 16
 
 
 class RuntimeMetrics:
-    """What /metrics shows: the call path only times each call (counted inline into `latency.cells()`); every
-    other number is read from the runtime's parts at scrape time (completed{outcome} from the task registry)."""
+    """What /metrics shows: the call path only times each call (counted inline into `latency.cells()`) and
+    counts sheds; every other number is read from the runtime's parts at scrape time."""
 
     def __init__(self, rt: Runtime) -> None:
         self.registry = reg = Registry("bemcp")
-        self.completed = reg.counter("calls_completed_total", "Calls finished, by outcome.", ("outcome",))
+        reg.counter(
+            "calls_completed_total", "Calls finished, by outcome.", ("outcome",), read=lambda: _by(rt.tasks.completed)
+        )
         self.shed = reg.counter("calls_shed_total", "Calls refused before admission, by reason.", ("reason",))
         self.latency = reg.histogram(
             "call_duration_seconds", "Call duration from admission to answer.", ("method",), _LATENCY_BUCKETS
@@ -50,9 +56,19 @@ class RuntimeMetrics:
         reg.gauge("in_flight", "Calls running now.", read=lambda: rt.tasks.in_flight)
         reg.gauge("queued", "Calls waiting for admission.", read=lambda: rt.admission.queued)
         reg.gauge("concurrency_limit", "The current concurrency limit.", read=lambda: rt.admission.limit)
-        reg.gauge("admitted_total", "Calls admitted since start (a counter).", read=lambda: rt.admission.admitted)
-        self._rejected = reg.gauge("rejected_total", "Calls refused, by reason (a counter).", ("reason",))
-        self._watchdog = reg.gauge("watchdog_events_total", "Watchdog events, by kind (a counter).", ("kind",))
+        reg.counter("admitted_total", "Calls admitted since start.", read=lambda: rt.admission.admitted)
+        reg.counter(
+            "rejected_total",
+            "Calls refused, by reason (admission's refusals and the sheds before it).",
+            ("reason",),
+            read=self._rejected,
+        )
+        reg.counter(
+            "watchdog_events_total",
+            "Watchdog events, by kind.",
+            ("kind",),
+            read=lambda: _by(rt.watchdog.snapshot()["events"]),
+        )
         reg.gauge("loop_lag_seconds", "How late the last event-loop heartbeat was.", read=lambda: rt.watchdog.loop_lag)
         reg.gauge("loop_lag_max_seconds", "The worst heartbeat delay seen.", read=lambda: rt.watchdog.max_loop_lag)
         reg.gauge("rss_bytes", "Resident set size of the process.", read=lambda: rt.memory.snapshot().rss)
@@ -71,6 +87,13 @@ class RuntimeMetrics:
         reg.gauge("subtasks", "Live fan-out sub-tasks.", read=lambda: rt.tasks.subtasks)
         reg.gauge("ready", "1 when the server accepts new calls.", read=lambda: int(rt.ready))
         reg.gauge("uptime_seconds", "Seconds since the runtime started.", read=lambda: rt.uptime)
+        # What a scrape collects: the runtime's metrics and the standard process_* / python_* ones, in a registry
+        # this object owns (never prometheus_client's global REGISTRY, which other code in the process may fill).
+        self.collectors = CollectorRegistry()
+        self.collectors.register(reg)
+        ProcessCollector(registry=self.collectors)
+        PlatformCollector(registry=self.collectors)
+        GCCollector(registry=self.collectors)
         self._rt = rt
         self._mean_mark: tuple[float, int, float] | None = None  # (when, calls, seconds) at the last look
         self._mean_ns = 0.0
@@ -95,14 +118,20 @@ class RuntimeMetrics:
     def shed_counts(self) -> dict[str, int]:
         return {labels[0]: int(v) for labels, v in self.shed.values.items()}
 
-    def render(self) -> str:
-        rt = self._rt
-        self.completed.values = {(outcome,): float(n) for outcome, n in rt.tasks.completed.items()}
-        rejected = dict(rt.admission.rejected)
+    def _rejected(self) -> dict[LabelValues, float]:
+        rejected = dict(self._rt.admission.rejected)
         for reason, n in self.shed_counts().items():
             rejected[reason] = rejected.get(reason, 0) + n
-        for reason, n in rejected.items():
-            self._rejected.set(n, reason)
-        for kind, n in rt.watchdog.snapshot()["events"].items():
-            self._watchdog.set(n, kind)
-        return self.registry.render()
+        return _by(rejected)
+
+    def scrape(self, accept: str = "") -> tuple[bytes, str]:
+        """One scrape: the body and its content type, in the format that `accept` (the request's Accept header)
+        asks for, as prometheus_client negotiates it: OpenMetrics 1.0.0 for `application/openmetrics-text`,
+        the Prometheus text format 0.0.4 by default."""
+        encode, content_type = choose_encoder(accept)
+        return encode(self.collectors), content_type
+
+
+def _by(counts: Mapping[str, float]) -> dict[LabelValues, float]:
+    """One-label counts as the {label values: number} that a labelled metric's reader returns."""
+    return {(label,): float(n) for label, n in counts.items()}

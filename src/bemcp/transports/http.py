@@ -205,8 +205,9 @@ class HttpTransport:
             elif path == "/readyz":
                 await self._readyz(send)
             elif path == "/metrics":
-                body = self.runtime.metrics.render().encode()
-                await _plain(send, 200, body, b"text/plain; version=0.0.4; charset=utf-8")
+                accept = next((v for k, v in scope["headers"] if k == b"accept"), b"")
+                body, ctype = self.runtime.metrics.scrape(accept.decode("latin-1"))
+                await _plain(send, 200, body, ctype.encode())
             else:
                 await _plain(send, 404, b"Not Found")
         elif kind == "lifespan":
