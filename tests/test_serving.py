@@ -436,3 +436,14 @@ def test_app_run_over_http(user_dir: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
+
+
+def test_an_unguarded_app_run_does_not_start_a_second_server(user_dir: Path) -> None:
+    # FastMCP-style files often end in a bare `app.run()`; `bemcp serve` imports the file and serves it itself.
+    (user_dir / "bare.py").write_text(WEATHER.replace('if __name__ == "__main__":\n    app.run()', "app.run()"))
+    cmd = [BEMCP, "serve", "bare.py", "--transport", "stdio"]
+    answers, stderr = stdio_exchange(cmd, user_dir, call(2, "forecast", {"city": "Baku"}))
+    assert text_of(answers[2]) == "Baku: sunny for 1 days"
+    assert stderr.count("bemcp.start") == 1, stderr  # one server, not one inside the import and one after
+    answers, _ = stdio_exchange([PYTHON, "bare.py"], user_dir, call(2, "forecast", {"city": "Baku"}))
+    assert text_of(answers[2]) == "Baku: sunny for 1 days"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -140,7 +141,11 @@ class App:
         `transport="http"`. `options` are `bemcp serve`'s settings by name (`port=9000`, `max_concurrency=200`);
         `BEMCP_*` variables and a `config=` TOML file fill in the rest, as for `bemcp serve`."""
         from bemcp import config, serve
+        from bemcp.loader import importing_target
 
+        if importing_target():  # `bemcp serve` is importing this module and serves the app itself
+            logging.getLogger("bemcp.serve").info("app.run() skipped: bemcp serve is loading the module")
+            return
         config_file = options.pop("config", None)
         cfg = config.load({"transport": transport, **options}, config_file)
         if cfg.supervise:

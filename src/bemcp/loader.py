@@ -8,6 +8,7 @@ Every failure is a `ConfigError` of one line; the traceback of an import that ra
 
 from __future__ import annotations
 
+import contextvars
 import importlib
 import importlib.util
 import inspect
@@ -25,6 +26,14 @@ from bemcp.config import ConfigError
 
 T = TypeVar("T")
 log = logging.getLogger("bemcp.serve")
+
+# True while `bemcp serve` imports the user's module, so that an unguarded `app.run()` at its end does not start
+# a second server inside the import.
+_importing: contextvars.ContextVar[bool] = contextvars.ContextVar("bemcp_importing_target", default=False)
+
+
+def importing_target() -> bool:
+    return _importing.get()
 
 
 def split_target(target: str) -> tuple[str, str | None]:
@@ -127,6 +136,7 @@ def _load_by_location(target: str, name: str, path: Path) -> ModuleType:
 
 def _guarded(target: str, what: str, load: Callable[[], T]) -> T:
     """Run an import; anything it raises (but a missing module, left to the caller) is one line."""
+    token = _importing.set(True)
     try:
         return load()
     except ModuleNotFoundError:
@@ -138,6 +148,8 @@ def _guarded(target: str, what: str, load: Callable[[], T]) -> T:
         frames = [f for f in traceback.extract_tb(e.__traceback__) if not _ours(f.filename)]
         at = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
         raise ConfigError(f"{target}: importing {what} raised {type(e).__name__}{at}: {e}") from None
+    finally:
+        _importing.reset(token)
 
 
 def _ours(filename: str) -> bool:
@@ -185,6 +197,4 @@ def _factory(obj: Any) -> bool:
         sig = inspect.signature(obj)
     except (TypeError, ValueError):
         return False
-    return all(
-        p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in sig.parameters.values()
-    )
+    return all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in sig.parameters.values())
