@@ -341,6 +341,29 @@ def _samples(b: _Builder, phases: dict[str, Any], run_s: float) -> list[dict[str
     return samples
 
 
+def _load(phases: dict[str, Any]) -> dict[str, Any]:
+    """The `load` section the runner writes, from the steps' kinds: echo carried the load phases."""
+    counts: dict[str, int] = {}
+    for phase in phases.values():
+        for st in phase["steps"]:
+            for kind, stats in st["kinds"].items():
+                if not kind.startswith("chaos:"):
+                    counts[kind] = counts.get(kind, 0) + stats["calls"]
+    total = sum(counts.values())
+    return {
+        "source": "ranked",
+        "note": "echo: the cheapest-looking of the target's 8 callable tools (--tool picks others, or a mix)",
+        "hint": None,
+        "mix": [{"name": "echo", "kind": "tool", "weight": 1.0, "share": 1.0, "arguments": "generated"}],
+        "tool_calls": total,
+        "tools": [
+            {"name": k, "calls": n, "share": n / total} for k, n in sorted(counts.items(), key=lambda kv: -kv[1])
+        ],
+        "method_calls": 0,
+        "methods": [],
+    }
+
+
 def make_report(*, slow: float = 1.0, seed: int = 7) -> dict[str, Any]:
     """A report as the runner hands it over: everything but summary, consistency and verdict."""
     b = _Builder(capacity=2000.0 / slow, base_s=0.008 * slow)
@@ -417,6 +440,7 @@ def make_report(*, slow: float = 1.0, seed: int = 7) -> dict[str, Any]:
             "container_limit_bytes": None,
         },
         "thresholds": {"slo_p99_ms": 100.0, "error_budget": 0.01},
+        "load": _load(phases),
         "phases": phases,
         "timeseries": _timeseries(b, run_s),
         "target_samples": _samples(b, phases, run_s),

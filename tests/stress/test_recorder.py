@@ -419,3 +419,49 @@ def test_merge_refuses_mismatched_steps() -> None:
         Recorder.merged([])
     with pytest.raises(ValueError):
         Recorder.from_state({"version": 99})
+
+
+# -- what report.json carries for other tools and about the sender ---------------------------------------
+
+
+def test_report_histograms_decode_with_hdrh_to_the_same_percentiles() -> None:
+    """report.json's `latency_hdr` (each step, and the whole run) is read by the HdrHistogram library itself."""
+    rng = random.Random(11)
+    rec = Recorder(t0=T0)
+    for phase, n in (("tsunami", 4000), ("rate", 2500)):
+        step = rec.step(phase, 8, now=T0)
+        for us in lognormal_us(rng, n):
+            step.record(call(T0 + 1, us / 1e6))
+        step.finish(now=T0 + 3)
+    out = rec.to_dict()
+    pairs = [(s["latency_hdr"], s["calls"], s["latency_ms"]) for p in out["phases"].values() for s in p["steps"]]
+    pairs.append((out["totals"]["latency_hdr"], out["totals"]["calls"], out["totals"]["latency_ms"]))
+    for encoded, calls, lat in pairs:
+        decoded = HdrHistogram.decode(encoded)
+        assert decoded.get_total_count() == calls
+        for key, p in (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p999", 99.9)):
+            got_ms = decoded.get_value_at_percentile(p) / 1000
+            assert got_ms == pytest.approx(lat[key], rel=1e-3, abs=1e-3), (key, got_ms, lat[key])
+    assert rec.step("soak", 1, now=T0).to_dict()["latency_hdr"] is None  # no calls, nothing to encode
+
+
+def test_sent_late_flags_an_open_step_and_merges_across_workers() -> None:
+    rec, other = Recorder(t0=T0), Recorder(t0=T0)
+    closed = rec.step("tsunami", 4, now=T0)
+    assert closed.sent_late is None and not closed.sender_behind
+    mine = rec.step("rate", 100.0, model="open", now=T0)
+    theirs = other.step("tsunami", 4, now=T0)
+    theirs_open = other.step("rate", 100.0, model="open", now=T0)
+    for step in (mine, theirs_open):
+        for i in range(100):
+            step.record(call(T0 + i / 100, 0.001))
+    mine.sent_late, theirs_open.sent_late = 5, 4  # 5% is within the allowance; more is behind
+    assert not mine.sender_behind
+    theirs.record(call(T0, 0.001))
+    rec.merge(Recorder.from_state(json.loads(json.dumps(other.to_state()))))
+    assert mine.sent_late == 9 and mine.calls == 200 and not mine.sender_behind
+    mine.sent_late = 11
+    assert mine.sender_behind
+    d = mine.to_dict()
+    assert d["sent_late"] == 11 and d["sender_behind"] is True
+    assert rec.steps[0].to_dict()["sent_late"] is None and rec.steps[0].to_dict()["sender_behind"] is False

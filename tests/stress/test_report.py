@@ -14,11 +14,14 @@ from typing import Any
 
 import pytest
 
+from bemcp.stress.histogram import Histogram
+from bemcp.stress.progress import Progress
 from bemcp.stress.report import (
     ReportFileError,
     build_summary,
     build_verdict,
     finalize,
+    fmt,
     operating_steps,
     read_json,
     render_field_table,
@@ -29,6 +32,7 @@ from bemcp.stress.report import (
     write_all,
 )
 from bemcp.stress.report.checks import check_throughput_order
+from bemcp.stress.report.narrative import headline, key_numbers, load_rows, measured, recommendations, step_flags
 from bemcp.stress.report.svg import linear_ticks, log_ticks
 
 from .report_fixture import fresh, make_report
@@ -80,7 +84,7 @@ def move_ok(r: Report, phase: str, step: int, outcome: str, n: int) -> None:
 def test_the_synthetic_report_is_valid_consistent_and_passes(base: Report) -> None:
     assert validate(base) == []
     assert base["consistency"]["passed"], base["consistency"]
-    assert len(base["consistency"]["checks"]) == 11
+    assert len(base["consistency"]["checks"]) == 13
     assert base["verdict"]["status"] == "PASS", [c for c in base["verdict"]["criteria"] if c["passed"] is False]
     assert set(base["phases"]) == {"tsunami", "avalanche", "chaos", "rate", "soak"}
 
@@ -193,6 +197,9 @@ def _halve_series(r: Report) -> None:
         (_set("phases.tsunami.results.max_sustainable_concurrency", 64), "limits backed by steps"),
         (_set("phases.rate.results.saturation_rate", 4000.0), "limits backed by steps"),
         (_set("phases.avalanche.results.largest_accepted_mb", 1024), "limits backed by steps"),
+        (_set("load.tools.0.calls", lambda v: v + 1), "load shares match the steps"),
+        (_set("load.tools.1.share", lambda v: v * 2), "load shares match the steps"),
+        (_set("load.mix.0.share", 0.5), "load shares match the steps"),
     ],
 )
 def test_each_check_catches_a_doctored_report(base: Report, mutate: Callable[[Report], None], failing: str) -> None:
@@ -344,6 +351,7 @@ def test_no_load_is_never_a_pass() -> None:
     r["run"]["phases"] = []
     r["timeseries"] = []
     r["limits"] = []
+    r["load"].update(tool_calls=0, tools=[])  # no step, no tool call
     finalize(r)
     assert validate(r) == []
     assert r["consistency"]["passed"]
@@ -381,7 +389,7 @@ def test_markdown_follows_the_seed_layout_with_this_reports_numbers(base: Report
     assert f"| Total calls | {s['total_calls']:,} |" in md
     assert f"| Peak throughput | {s['peak_throughput']:,.0f}/s |" in md
     assert "**Maximum sustainable concurrency: 48** (first bad level: 56)" in md
-    assert "**Saturation rate: 2,000/s**" in md
+    assert "**Highest rate kept up with: 1,000/s**; saturation (the first offered rate that failed): **2,000/s**" in md
     assert "### Environment" in md and "| CPUs | 8 |" in md
     for phase in ("Tsunami", "Avalanche", "Chaos", "Rate", "Soak"):
         assert f": {phase}: " in md
@@ -531,3 +539,142 @@ def test_html_renders_in_headless_chromium(base: Report, tmp_path: Path) -> None
     band = len(raw) // 4
     for i in range(4):
         assert len(set(raw[i * band : (i + 1) * band : 7])) > 40, f"band {i} looks empty"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# honest headlines: the threshold's unit, the rate kept up with, a sender that fell behind
+
+
+def test_verdict_values_are_shown_in_the_thresholds_unit(base: Report, capsys: pytest.CaptureFixture[str]) -> None:
+    r = redo(base, _set("target.memory_budget_bytes", 20 * 1024**3))
+    memory = criterion(r, "memory within budget")
+    peak = r["summary"]["peak_target_rss_bytes"]
+    assert memory["threshold"] == "≤ 20.0 GiB" and memory["threshold_value"] == 20 * 1024**3
+    assert measured(memory) == f"{fmt.number(peak / 1024**3)} GiB"  # not raw bytes, nor MiB against GiB
+    assert f"| memory within budget | ≤ 20.0 GiB | {measured(memory)} | ✅ pass |" in render_markdown(r)
+    assert f"<td>{measured(memory)}</td>" in render_html(r)
+    Progress(live=False).verdict(r, {})
+    assert f"memory within budget: {measured(memory)} (threshold ≤ 20.0 GiB)" in capsys.readouterr().out
+    # An SLO of 20 s puts the measured p99 in seconds too; a fraction stays a percentage.
+    slow = redo(base, _set("thresholds.slo_p99_ms", 20_000.0))
+    p99 = criterion(slow, "p99 latency at sustainable load")
+    assert p99["threshold"] == "≤ 20 s" and measured(p99) == f"{fmt.number(p99['measured'] / 1000)} s"
+    errors = criterion(base, "error rate at sustainable load")
+    assert measured(errors) == fmt.pct(errors["measured"]) and errors["threshold"] == "≤ 1%"
+
+
+def test_key_numbers_lead_with_the_highest_rate_kept_up_with(base: Report) -> None:
+    rate, th = base["phases"]["rate"], base["thresholds"]
+    good, sat = rate["results"]["max_good_rate"], rate["results"]["saturation_rate"]
+    assert good is not None and sat is not None and good < sat
+    kept = next(s for s in rate["steps"] if s["level"] == good)
+    failed = next(s for s in rate["steps"] if s["level"] == sat)
+    rows = key_numbers(base)
+    assert rows[0] == [
+        "Highest rate kept up with",
+        f"{fmt.rate(good)} offered ({fmt.rate(kept['throughput'])} achieved)",
+    ]
+    label, text = rows[1]
+    assert label == "Saturation: first offered rate that failed"
+    assert text.startswith(f"{fmt.rate(sat)} offered ({fmt.rate(failed['throughput'])} achieved")
+    if failed["latency_ms"]["p99"] > th["slo_p99_ms"]:  # what made it fail is said
+        assert f"p99 {fmt.ms(failed['latency_ms']['p99'])} > {fmt.ms(th['slo_p99_ms'])}" in text
+    assert "Saturation rate" not in [k for k, _ in rows]  # the old bare headline is gone
+    # Without a rate phase: the highest closed-model load within the thresholds leads.
+    no_rate = copy.deepcopy(base)
+    del no_rate["phases"]["rate"]
+    best = no_rate["phases"]["tsunami"]["results"]["max_sustainable_concurrency"]
+    top = max((s for s in no_rate["phases"]["tsunami"]["steps"] if s["level"] == best), key=lambda s: s["throughput"])
+    assert headline(no_rate) == [["Highest load kept up with", f"{best} callers ({fmt.rate(top['throughput'])} ok)"]]
+    # A rate phase whose lowest rate already failed says so.
+    failing = copy.deepcopy(base)
+    failing["phases"]["rate"]["results"].update(max_good_rate=None, saturation_rate=250.0)
+    assert headline(failing)[0] == ["Highest rate kept up with", "none: 250/s offered already failed"]
+
+
+def test_an_open_step_whose_sender_fell_behind_is_flagged_like_a_client_bound_one(base: Report) -> None:
+    def behind(r: Report) -> None:
+        st = r["phases"]["rate"]["steps"][0]
+        st.update(sent_late=st["calls"] // 5, sender_behind=True)
+
+    r = redo(base, behind)
+    st = r["phases"]["rate"]["steps"][0]
+    assert step_flags(st, r["thresholds"], "rate") == ["sender behind"]
+    assert any("The sender fell behind its schedule in 1 open-model step" in x for x in recommendations(r))
+    row = next(line for line in render_markdown(r).splitlines() if line.startswith(f"| {fmt.number(st['level'])} |"))
+    assert row.endswith("| sender behind |")
+    html = render_html(r)
+    assert '<span class="flag">sender behind</span>' in html
+    # About the tester, not the target: like client-bound, it does not mark the step's row as bad.
+    assert html.count('<tr class="bad">') == render_html(base).count('<tr class="bad">')
+    assert r["consistency"]["passed"]
+
+
+def test_reports_name_the_tools_that_carried_the_load_and_their_shares(base: Report) -> None:
+    load = base["load"]
+    echo = next(t for t in load["tools"] if t["name"] == "echo")
+    assert load_rows(base)[0] == ["echo", "tool", "1", "100%", fmt.integer(echo["calls"]), fmt.pct(echo["share"])]
+    md = render_markdown(base)
+    assert "### Load" in md
+    assert f"| echo | tool | 1 | 100% | {fmt.integer(echo['calls'])} | {fmt.pct(echo['share'])} |" in md
+    others = [t for t in load["tools"] if t["name"] != "echo"]
+    assert others  # the chaos and avalanche tools are listed with their shares too, outside the mix
+    for t in others:
+        assert f"| {t['name']} | tool | — | — | {fmt.integer(t['calls'])} | {fmt.pct(t['share'])} |" in md
+    html = render_html(base)
+    assert "<h2>Load</h2>" in html and f"<td>{fmt.integer(echo['calls'])}</td>" not in html  # numeric cells
+    assert f'<td class="n">{fmt.integer(echo["calls"])}</td>' in html
+
+
+def test_a_protocol_method_run_says_no_tool_was_measured_and_which_flag(base: Report) -> None:
+    r = fresh(base)
+    r["load"] = {
+        "source": "protocol",
+        "note": "the protocol methods tools/list and server/discover: no tool may be called "
+        "(save_note: not marked readOnlyHint)",
+        "hint": "--allow-writes would call save_note",
+        "mix": [
+            {"name": m, "kind": "method", "weight": 1.0, "share": 0.5, "arguments": "none"}
+            for m in ("tools/list", "server/discover")
+        ],
+        "tool_calls": 0,
+        "tools": [],
+        "method_calls": 0,
+        "methods": [],
+    }
+    finalize(r)
+    md = render_markdown(r)
+    assert "> ⚠️ **No tool was measured: the load ran on the protocol methods tools/list and server/discover" in md
+    assert "--allow-writes would call save_note" in md
+    html = render_html(r)
+    assert '<div class="banner warn"><b>No tool was measured' in html and "--allow-writes" in html
+    assert any("No tool of the target was under load" in x for x in recommendations(r))
+
+
+def test_the_hdr_check_decodes_every_encoded_histogram(base: Report) -> None:
+    """A rate step whose latencies are a real histogram: its encoding passes; a wrong one is caught."""
+    step_calls = base["phases"]["rate"]["steps"][0]["calls"]
+
+    def histogram(n: int, scale: int) -> Histogram:
+        h = Histogram()
+        for i in range(n):
+            h.record(scale * (8000 + (i * 37) % 4000))  # 8..12 ms: within the SLO, like the step it replaces
+        return h
+
+    def with_hdr(h: Histogram, summary: Histogram | None = None) -> Callable[[Report], None]:
+        def mutate(r: Report) -> None:
+            st = r["phases"]["rate"]["steps"][0]
+            st["latency_ms"] = (summary or h).summary()
+            st["latency_hdr"] = h.encode()
+
+        return mutate
+
+    right = histogram(step_calls, 1)
+    assert check(redo(base, with_hdr(right)), "HDR histograms")["passed"]
+    assert redo(base, with_hdr(right))["consistency"]["passed"]
+    slower = check(redo(base, with_hdr(histogram(step_calls, 2), summary=right)), "HDR histograms")
+    assert not slower["passed"] and "p50" in slower["detail"]
+    short = check(redo(base, with_hdr(histogram(step_calls - 1, 1), summary=right)), "HDR histograms")
+    assert not short["passed"] and f"for {step_calls} calls" in short["detail"]
+    broken = redo(base, _set("phases.rate.steps.0.latency_hdr", "HISTFAAAAnot-base64!"))
+    assert "does not decode" in check(broken, "HDR histograms")["detail"]

@@ -99,11 +99,16 @@ class Progress:
     # ---- the end ----
 
     def verdict(self, report: dict[str, Any], paths: dict[str, Path]) -> None:
+        from bemcp.stress.report.narrative import load_sentence, measured
+
         status = report["verdict"]["status"]
         lines = [f"verdict: {status}"]
+        sentence = load_sentence(report)
+        if sentence is not None:
+            lines.append(f"  {sentence}")
         for c in report["verdict"]["criteria"]:
             mark = {True: "pass", False: "FAIL", None: "n/a"}[c.get("passed")]
-            lines.append(f"  {mark:<4} {c['name']}: {c.get('measured')} (threshold {c.get('threshold')})")
+            lines.append(f"  {mark:<4} {c['name']}: {measured(c)} (threshold {c.get('threshold')})")
         if not report["consistency"]["passed"]:
             lines.append("  the report FAILED its consistency checks (see report.md)")
         lines.append("reports:")

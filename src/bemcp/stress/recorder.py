@@ -45,6 +45,9 @@ _C_HALF_COUNT: Final = COARSE_GEOMETRY.half_count
 assert DEFAULT_GEOMETRY.unit_magnitude == COARSE_GEOMETRY.unit_magnitude == 0, "the inlined index assumes lowest 1"
 # A second of the series is packed (see Histogram.pack) once answers arrive this many seconds after it.
 _PACK_AFTER: Final = 2
+# An open step whose sender put out more than this share of its calls late (see load.SENDER_LATE_S) fell behind
+# its schedule: what reached the target was less than the offered rate, like a client-bound closed step.
+SENDER_BEHIND_SHARE: Final = 0.05
 
 
 def _outcome_counts(counts: dict[str, int]) -> dict[str, int]:
@@ -234,6 +237,7 @@ class StepRecorder:
         "model",
         "offered_rate",
         "phase",
+        "sent_late",
         "started",
     )
 
@@ -262,6 +266,7 @@ class StepRecorder:
         self.details: dict[tuple[str, str], int] = {}  # (outcome, detail) -> calls
         self.client_cpu_percent: float | None = None  # set by whoever measured the client's CPU (the sampler)
         self.client_bound = False
+        self.sent_late: int | None = 0 if model == "open" else None  # open model: calls the sender sent late
 
     # ---- the hot path ----
 
@@ -298,6 +303,12 @@ class StepRecorder:
     def duration(self) -> float:
         end = self.ended if self.ended is not None else self._last_end
         return max(end - self.started, 0.0)
+
+    @property
+    def sender_behind(self) -> bool:
+        """Open model: the sender put out more than SENDER_BEHIND_SHARE of the calls late."""
+        calls = self.calls
+        return bool(self.sent_late) and calls > 0 and (self.sent_late or 0) > SENDER_BEHIND_SHARE * calls
 
     def set_client_cpu(self, percent: float, bound: bool) -> None:
         self.client_cpu_percent = percent
@@ -348,9 +359,11 @@ class StepRecorder:
         duration_s, calls, outcomes {all six: n}, throughput (ok answers/s),
         achieved_rate (answers of any outcome/s, Little's law's rate),
         latency_ms {p50, p90, p99, p999, max, mean} of every answered call from
-        its intended send time, client_cpu_percent, client_bound,
-        kinds {kind: {calls, outcomes, latency_ms}} and
-        details {"outcome:detail": n}.
+        its intended send time, latency_hdr (the same histogram, µs, in
+        HdrHistogram's compressed V2 encoding; None without calls),
+        client_cpu_percent, client_bound, sent_late and sender_behind (open
+        model; closed: None and False), kinds {kind: {calls, outcomes,
+        latency_ms}} and details {"outcome:detail": n}.
         """
         counts = self.outcome_counts()
         calls = sum(counts.values())
@@ -366,6 +379,7 @@ class StepRecorder:
         # Rates come from the duration as reported, so a reader dividing counts by it gets the same rates
         # (a sub-millisecond step keeps microseconds rather than rounding to zero).
         shown = round(duration, 3) or round(duration, 6)
+        hist = self.histogram()
         return {
             "level": self.level,
             "model": self.model,
@@ -376,9 +390,12 @@ class StepRecorder:
             "outcomes": counts,
             "throughput": round(counts["ok"] / shown, 3) if shown > 0 else 0.0,
             "achieved_rate": round(calls / shown, 3) if shown > 0 else 0.0,
-            "latency_ms": self.histogram().summary(),
+            "latency_ms": hist.summary(),
+            "latency_hdr": hist.encode() if hist.count else None,
             "client_cpu_percent": self.client_cpu_percent,
             "client_bound": self.client_bound,
+            "sent_late": self.sent_late,
+            "sender_behind": self.sender_behind,
             "kinds": kinds,
             "details": {f"{o}:{d}": n for (o, d), n in sorted(self.details.items())},
         }
@@ -409,6 +426,8 @@ class StepRecorder:
         if other.client_cpu_percent is not None:
             self.client_cpu_percent = max(self.client_cpu_percent or 0.0, other.client_cpu_percent)
         self.client_bound = self.client_bound or other.client_bound
+        if other.sent_late is not None:
+            self.sent_late = (self.sent_late or 0) + other.sent_late
 
     def to_state(self, t0: float) -> dict[str, Any]:
         return {
@@ -425,6 +444,7 @@ class StepRecorder:
             "details": [[o, d, n] for (o, d), n in sorted(self.details.items())],
             "client_cpu_percent": self.client_cpu_percent,
             "client_bound": self.client_bound,
+            "sent_late": self.sent_late,
         }
 
     @classmethod
@@ -450,6 +470,8 @@ class StepRecorder:
         cpu = state["client_cpu_percent"]
         step.client_cpu_percent = None if cpu is None else float(cpu)
         step.client_bound = bool(state["client_bound"])
+        late = state.get("sent_late")
+        step.sent_late = None if late is None else int(late)
         return step
 
 
@@ -508,7 +530,7 @@ class Recorder:
         return [s for s in self.steps if s.phase == phase]
 
     def totals(self) -> dict[str, Any]:
-        """All steps together: calls, outcomes, latency and the same per operation kind."""
+        """All steps together: calls, outcomes, latency (also HDR-encoded) and the same per operation kind."""
         counts: dict[str, int] = {}
         per_kind: dict[str, dict[str, int]] = {}
         for step in self.steps:
@@ -525,10 +547,12 @@ class Recorder:
                 "latency_ms": Histogram.combined(s.histogram(kind) for s in self.steps).summary(),
             }
         outcomes = _outcome_counts(counts)
+        whole = Histogram.combined(s.histogram() for s in self.steps)
         return {
             "calls": sum(outcomes.values()),
             "outcomes": outcomes,
-            "latency_ms": Histogram.combined(s.histogram() for s in self.steps).summary(),
+            "latency_ms": whole.summary(),
+            "latency_hdr": whole.encode() if whole.count else None,
             "kinds": kinds,
         }
 

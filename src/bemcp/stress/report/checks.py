@@ -12,6 +12,8 @@ from datetime import datetime
 from itertools import pairwise
 from typing import Any
 
+from hdrh.histogram import HdrHistogram  # type: ignore[import-untyped]
+
 from bemcp.stress.model import ERROR_OUTCOMES, OUTCOMES
 
 from . import fmt
@@ -399,6 +401,76 @@ def check_limits(report: Report) -> CheckResult:
     return v.result(name, f"{checked} phase results name the level of a step that shows them")
 
 
+def check_load(report: Report) -> CheckResult:
+    """`load` counts what the steps' kinds count: tool calls by tool, protocol-method calls by method."""
+    name = "load shares match the steps"
+    load = report.get("load")
+    if load is None:
+        return {"name": name, "passed": True, "detail": "no load section (a report from before it existed)"}
+    v = _Violations()
+    counted: dict[str, dict[str, int]] = {"tools": {}, "methods": {}}
+    every_step_has_kinds = True
+    for _, _, step in iter_steps(report):
+        kinds = step.get("kinds")
+        if kinds is None:
+            every_step_has_kinds = every_step_has_kinds and not step.get("calls")
+            continue
+        for kind, stats in kinds.items():
+            if kind.startswith("chaos:"):
+                continue
+            into = counted["methods" if kind.startswith("rpc:") else "tools"]
+            key = kind.removeprefix("rpc:")
+            into[key] = into.get(key, 0) + int(stats["calls"])
+    for group, total_key in (("tools", "tool_calls"), ("methods", "method_calls")):
+        listed = {e["name"]: int(e["calls"]) for e in load[group]}
+        total = int(load[total_key])
+        if sum(listed.values()) != total:
+            v.add(f"load.{group} add up to {sum(listed.values())}, not load.{total_key} = {total}")
+        if every_step_has_kinds and listed != counted[group]:
+            v.add(f"load.{group} = {listed} but the steps' kinds count {counted[group]}")
+        for e in load[group]:
+            expected = e["calls"] / total if total else 0.0
+            if not _close(_num(e["share"]), expected, FLOAT_REL, 1e-12):
+                v.add(f"load.{group} {e['name']}: share {_f(_num(e['share']))} is not calls / {total_key}")
+    planned = sum(_num(e["share"]) for e in load["mix"])
+    if load["mix"] and not _close(planned, 1.0, FLOAT_REL):
+        v.add(f"load.mix shares add up to {_f(planned)}, not 1")
+    return v.result(
+        name, f"{fmt.integer(load['tool_calls'])} tool calls and {fmt.integer(load['method_calls'])} method calls"
+    )
+
+
+def check_hdr(report: Report) -> CheckResult:
+    """Every HDR-encoded histogram decodes, with the hdrh library, to the calls and percentiles shown beside it."""
+    name = "HDR histograms match the percentiles"
+    v = _Violations()
+    pairs: list[tuple[str, Any, int, Mapping[str, Any]]] = [
+        (_where(phase, i, st), st.get("latency_hdr"), int(st["calls"]), st["latency_ms"])
+        for phase, i, st in iter_steps(report)
+    ]
+    summary = report.get("summary") or {}
+    if summary.get("latency_ms") is not None:
+        pairs.append(("summary", summary.get("latency_hdr"), int(summary["total_calls"]), summary["latency_ms"]))
+    decoded = 0
+    for where, encoded, calls, lat in pairs:
+        if encoded is None:
+            continue
+        try:
+            hist = HdrHistogram.decode(encoded)
+        except Exception as e:  # any library error: the encoding is what is broken
+            v.add(f"{where}: latency_hdr does not decode ({type(e).__name__})")
+            continue
+        decoded += 1
+        if hist.get_total_count() != calls:
+            v.add(f"{where}: latency_hdr holds {hist.get_total_count()} values for {calls} calls")
+            continue
+        for key, p in (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p999", 99.9)):
+            got = hist.get_value_at_percentile(p) / 1000
+            if not _close(got, _num(lat[key]), PERCENTILE_REL, 0.001):
+                v.add(f"{where}: latency_hdr {key} is {_f(got)} ms, latency_ms.{key} {_f(_num(lat[key]))} ms")
+    return v.result(name, f"{decoded} encoded histograms decode to their calls and percentiles")
+
+
 CHECKS: tuple[Callable[[Report], CheckResult], ...] = (
     check_throughput_order,
     check_counts,
@@ -410,6 +482,8 @@ CHECKS: tuple[Callable[[Report], CheckResult], ...] = (
     check_series_shape,
     check_durations,
     check_limits,
+    check_load,
+    check_hdr,
 )
 
 

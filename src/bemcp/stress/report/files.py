@@ -15,16 +15,19 @@ from .summary import build_summary
 from .verdict import build_verdict
 
 
-def finalize(report: dict[str, Any], latency_ms: Mapping[str, float] | None = None) -> dict[str, Any]:
+def finalize(
+    report: dict[str, Any], latency_ms: Mapping[str, float] | None = None, latency_hdr: str | None = None
+) -> dict[str, Any]:
     """Fill in what is derived from the measurements, in order: the summary (unless the runner set one), the
-    consistency checks, then the verdict (which depends on them). Returns the same dict.
+    consistency checks, then the verdict (which depends on them). Returns the same dict. `latency_ms` and
+    `latency_hdr` are the whole run's percentiles and HDR encoding, from the merged histograms.
 
     Never raises for a malformed report: a tester must still write a report (saying it is invalid) rather than
     crash at the end of a run."""
     if "summary" not in report:
         # An off-schema report may break the summary: the schema check below then says what is wrong (FAIL).
         with contextlib.suppress(TypeError, ValueError, AttributeError):
-            report["summary"] = build_summary(report, latency_ms)
+            report["summary"] = build_summary(report, latency_ms, latency_hdr)
     report["consistency"] = run_checks(report)
     report["verdict"] = build_verdict(report)
     return report

@@ -51,15 +51,38 @@ def pct(x: Any, digits: int = 2) -> str:
     return f"{v:.{digits}f}".rstrip("0").rstrip(".") + "%"
 
 
+_BYTE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
+
+
+def _byte_unit(v: float) -> int:
+    """The index in _BYTE_UNITS `bytes_` shows `v` in."""
+    for i in range(len(_BYTE_UNITS) - 1):
+        if abs(v) < 1024 ** (i + 1):
+            return i
+    return len(_BYTE_UNITS) - 1
+
+
 def bytes_(x: Any) -> str:
     if not is_num(x):
         return NA
-    v = float(x)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(v) < 1024 or unit == "TiB":
-            return f"{v:.0f} {unit}" if unit == "B" else f"{v:.1f} {unit}"
-        v /= 1024
-    return NA  # unreachable: the loop returns at TiB
+    i = _byte_unit(float(x))
+    v = float(x) / 1024**i
+    return f"{v:.0f} {_BYTE_UNITS[i]}" if i == 0 else f"{v:.1f} {_BYTE_UNITS[i]}"
+
+
+def bytes_like(x: Any, like: Any) -> str:
+    """`x` bytes in the unit `bytes_(like)` shows, so the two read side by side: 0.0446 GiB against 18.8 GiB."""
+    if not is_num(x) or not is_num(like):
+        return bytes_(x)
+    i = _byte_unit(float(like))
+    return f"{number(float(x) / 1024**i)} {_BYTE_UNITS[i]}"
+
+
+def ms_like(x: Any, like: Any) -> str:
+    """`x` milliseconds in the unit `ms(like)` shows (seconds from 10 s up)."""
+    if not is_num(x) or not is_num(like):
+        return ms(x)
+    return f"{number(float(x) / 1000)} s" if float(like) >= 10_000 else f"{number(x)} ms"
 
 
 def seconds(x: Any) -> str:
@@ -89,6 +112,16 @@ def value(x: Any, unit: str = "") -> str:
     if unit in ("calls", "findings", "callers") and x == 1:
         unit = unit[:-1]  # "1 call", not "1 calls"
     return f"{number(x)} {unit}".strip()
+
+
+def value_like(x: Any, unit: str, like: Any) -> str:
+    """`value(x, unit)`, in the display unit of the threshold `like` when it has one (bytes, ms)."""
+    if is_num(x) and is_num(like):
+        if unit in ("bytes", "B"):
+            return bytes_like(x, like)
+        if unit == "ms":
+            return ms_like(x, like)
+    return value(x, unit)
 
 
 def plural(n: int, noun: str) -> str:

@@ -16,7 +16,16 @@ from typing import Any
 from bemcp.stress.model import OUTCOMES
 
 from . import fmt
-from .narrative import PHASE_TITLES, key_numbers, recommendations, step_flags
+from .narrative import (
+    PHASE_TITLES,
+    TESTER_FLAGS,
+    key_numbers,
+    load_rows,
+    load_sentence,
+    measured,
+    recommendations,
+    step_flags,
+)
 from .schema import validate
 from .summary import bucket_rate, phase_items, step_errors
 from .svg import Axis, Band, Rule, Series, Stack, line_chart, stacked_bars
@@ -372,7 +381,7 @@ def _verdict_table(report: Report) -> str:
         [
             _e(c["name"]),
             _code(c["threshold"]),
-            _e(fmt.value(c["measured"], c.get("unit") or "")),
+            _e(measured(c)),
             _pill(c["passed"]),
             _e(c["detail"]),
         ]
@@ -380,6 +389,22 @@ def _verdict_table(report: Report) -> str:
     ]
     bad = [i for i, c in enumerate(criteria) if c["passed"] is False]
     return _table(["Criterion", "Threshold", "Measured", "Result", "Where it comes from"], rows, bad_rows=bad)
+
+
+def _load(report: Report) -> str:
+    rows = load_rows(report)
+    if not rows:
+        return ""
+    table = _table(
+        ["tool or method", "kind", "weight", "planned share", "calls", "share of calls"],
+        [[_e(c) for c in row] for row in rows],
+        numeric=(2, 3, 4, 5),
+    )
+    return (
+        f'<h2>Load</h2><div class="panel"><p class="sub">{_e(load_sentence(report))}</p>{table}'
+        '<p class="cap">The mix is what the tsunami, rate and soak steps call; calls and shares count every step '
+        "of every phase (tool calls among tool calls, protocol methods among methods).</p></div>"
+    )
 
 
 def _limits_table(report: Report) -> str:
@@ -406,8 +431,11 @@ def _phase_result_line(name: str, r: Mapping[str, Any]) -> str:
             else ""
         )
     if name == "rate":
-        sat = r["saturation_rate"]
-        return f"Saturation rate <b>{_e(fmt.rate(sat))}</b>" if sat is not None else "<b>No saturation</b>"
+        sat, good = r["saturation_rate"], r.get("max_good_rate")
+        kept = f"Highest rate kept up with <b>{_e(fmt.rate(good) if good is not None else 'none')}</b>"
+        return kept + (
+            f", first offered rate that failed <b>{_e(fmt.rate(sat))}</b>" if sat is not None else ", no saturation"
+        )
     if name == "avalanche":
         return (
             f"Largest accepted <b>{_e(fmt.value(r['largest_accepted_mb'], 'MB'))}</b>, refused from "
@@ -436,7 +464,7 @@ def _phases(report: Report) -> str:
         for i, s in enumerate(steps):
             o, lat = s["outcomes"], s["latency_ms"]
             flags = step_flags(s, th, name)
-            if any(f != "client-bound" for f in flags):
+            if any(f not in TESTER_FLAGS for f in flags):
                 bad.append(i)
             rows.append(
                 [
@@ -603,6 +631,9 @@ def render_html(report: Report) -> str:
         )
     if failed:
         banners += f'<div class="banner warn"><b>Failed:</b> {_e(", ".join(failed))}.</div>'
+    sentence = load_sentence(report)
+    if sentence is not None and (report.get("load") or {}).get("source") == "protocol":
+        banners += f'<div class="banner warn"><b>{_e(sentence)}</b></div>'
     cards = "".join(_card(k, v) for k, v in key_numbers(report))
     title = f"Stress test report: {server or target['spec']}"
     parts = [
@@ -618,6 +649,7 @@ def render_html(report: Report) -> str:
         f'<div class="cards">{cards}</div>',
         "<h2>Verdict</h2>",
         f'<div class="panel">{_verdict_table(report)}</div>',
+        _load(report),
         "<h2>Over time</h2>",
         _throughput_over_time(report),
         _latency_over_time(report),

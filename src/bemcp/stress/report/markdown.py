@@ -8,7 +8,7 @@ from html import escape
 from typing import Any
 
 from . import fmt
-from .narrative import PHASE_TITLES, key_numbers, recommendations, step_flags
+from .narrative import PHASE_TITLES, key_numbers, load_rows, load_sentence, measured, recommendations, step_flags
 from .schema import validate
 from .summary import phase_items, step_errors
 
@@ -71,6 +71,10 @@ def _summary(report: Report) -> str:
         f"{fmt.integer(s['outcomes']['overload'])} clean overload refusals, "
         f"{fmt.integer(s['errors'])} errors ({fmt.pct(s['error_rate'])}).\n"
     )
+    sentence = load_sentence(report)
+    if sentence is not None:
+        protocol = (report.get("load") or {}).get("source") == "protocol"
+        out.append(f"> ⚠️ **{_text(sentence)}**\n" if protocol else f"{_text(sentence)}\n")
     out.append("### Key numbers\n")
     out.append(_table(["Metric", "Value"], key_numbers(report)))
     out.append(
@@ -78,11 +82,16 @@ def _summary(report: Report) -> str:
         f"{fmt.number(report['run']['timeseries_interval_s'])}-second bucket, *sustained* the best whole "
         "step, *average* all ok answers over the time under load.\n"
     )
+    rows = load_rows(report)
+    if rows:
+        out.append("### Load\n")
+        out.append(_table(["Tool or method", "Kind", "Weight", "Planned share", "Calls", "Share of calls"], rows))
+        out.append(
+            "\nThe mix is what the tsunami, rate and soak steps call; calls and shares count every step of every "
+            "phase (tool calls among tool calls, protocol methods among methods).\n"
+        )
     out.append("### Verdict criteria\n")
-    rows = [
-        [c["name"], c["threshold"], fmt.value(c["measured"], c.get("unit") or ""), _result(c["passed"]), c["detail"]]
-        for c in verdict["criteria"]
-    ]
+    rows = [[c["name"], c["threshold"], measured(c), _result(c["passed"]), c["detail"]] for c in verdict["criteria"]]
     out.append(_table(["Criterion", "Threshold", "Measured", "Result", "Where it comes from"], rows))
     return "\n".join(out) + "\n---\n"
 
@@ -156,11 +165,12 @@ def _phase_results(name: str, results: Mapping[str, Any]) -> list[str]:
             + (f"; stopped: {r['stop_reason']}" if r.get("stop_reason") else "")
         ]
     if name == "rate":
-        sat = r["saturation_rate"]
+        sat, good = r["saturation_rate"], r.get("max_good_rate")
+        kept = f"**Highest rate kept up with: {fmt.rate(good) if good is not None else 'none'}**"
         return [
-            f"**Saturation rate: {fmt.rate(sat)}**"
+            kept + f"; saturation (the first offered rate that failed): **{fmt.rate(sat)}**"
             if sat is not None
-            else "**No saturation** up to the highest offered rate"
+            else kept + "; **no saturation** up to the highest offered rate"
         ]
     if name == "avalanche":
         out = [

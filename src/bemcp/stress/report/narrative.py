@@ -27,15 +27,72 @@ def _result(report: Report, phase: str, key: str) -> Any:
     return ((report.get("phases") or {}).get(phase) or {}).get("results", {}).get(key)
 
 
+def measured(criterion: Mapping[str, Any]) -> str:
+    """A criterion's measured value, in its threshold's display unit (`0.0446 GiB` against `≤ 18.8 GiB`)."""
+    return fmt.value_like(criterion["measured"], criterion.get("unit") or "", criterion.get("threshold_value"))
+
+
+def _step_at(steps: list[dict[str, Any]], level: Any) -> dict[str, Any] | None:
+    return next((s for s in steps if s["level"] == level), None)
+
+
+def _failed_because(step: Mapping[str, Any], th: Mapping[str, Any]) -> list[str]:
+    """What the rate judge saw go wrong in a step, as report readers can check it in the step table."""
+    offered = step.get("offered_rate") or step["level"]
+    short = step["throughput"] < 0.95 * offered
+    why = [f"{fmt.rate(step['throughput'])} achieved" + (", under 95% of offered" if short else "")]
+    if step["latency_ms"]["p99"] > th["slo_p99_ms"]:
+        why.append(f"p99 {fmt.ms(step['latency_ms']['p99'])} > {fmt.ms(th['slo_p99_ms'])}")
+    calls = step["calls"] or 1
+    if step_error_rate(step) > th["error_budget"]:
+        why.append(f"errors {fmt.pct(step_error_rate(step))}")
+    if step["outcomes"]["overload"] / calls > th["error_budget"]:
+        why.append(f"overloads {fmt.pct(step['outcomes']['overload'] / calls)}")
+    if step.get("sender_behind"):
+        why.append("the sender fell behind")
+    return why
+
+
+def headline(report: Report) -> list[list[str]]:
+    """The first key numbers: the highest rate the target kept up with (offered and achieved), then the first
+    offered rate that failed; without a rate phase, the highest closed-model load within the thresholds."""
+    phases = report.get("phases") or {}
+    th = report["thresholds"]
+    rate = phases.get("rate") or {}
+    steps = [s for s in rate.get("steps") or [] if s.get("calls")]
+    if steps:
+        r = rate.get("results") or {}
+        good, sat = r.get("max_good_rate"), r.get("saturation_rate")
+        kept = _step_at(steps, good)
+        if good is None or kept is None:
+            kept_text = f"none: {fmt.rate(min(s['level'] for s in steps))} offered already failed"
+        else:
+            kept_text = f"{fmt.rate(good)} offered ({fmt.rate(kept['throughput'])} achieved)"
+        failed = _step_at(steps, sat)
+        if sat is None or failed is None:
+            sat_text = f"none up to {fmt.rate(max(s['level'] for s in steps))} offered"
+        else:
+            sat_text = f"{fmt.rate(sat)} offered ({'; '.join(_failed_because(failed, th))})"
+        return [["Highest rate kept up with", kept_text], ["Saturation: first offered rate that failed", sat_text]]
+    tsunami = phases.get("tsunami") or {}
+    best = (tsunami.get("results") or {}).get("max_sustainable_concurrency")
+    at = [s for s in tsunami.get("steps") or [] if s["level"] == best]
+    if at:
+        top = max(at, key=lambda s: s["throughput"])
+        return [["Highest load kept up with", f"{fmt.number(best)} callers ({fmt.rate(top['throughput'])} ok)"]]
+    return []
+
+
 def key_numbers(report: Report) -> list[list[str]]:
-    """[label, value] rows for the summary's key-number table (and the HTML cards)."""
+    """[label, value] rows for the summary's key-number table (and the HTML cards), led by `headline`."""
     s = report["summary"]
     total = s["total_calls"]
 
     def share(n: int) -> str:
         return f"{fmt.integer(n)} ({fmt.pct(n / total)})" if total else fmt.integer(n)
 
-    rows = [
+    rows = headline(report)
+    rows += [
         ["Total calls", fmt.integer(total)],
         ["OK", share(s["ok"])],
         ["Tool errors (the tool said no)", share(s["outcomes"]["tool_error"])],
@@ -49,9 +106,6 @@ def key_numbers(report: Report) -> list[list[str]]:
         rows.append(
             ["Max sustainable concurrency", fmt.number(_result(report, "tsunami", "max_sustainable_concurrency"))]
         )
-    if "rate" in (report.get("phases") or {}):
-        sat = _result(report, "rate", "saturation_rate")
-        rows.append(["Saturation rate", fmt.rate(sat) if sat is not None else "not reached"])
     lat = s.get("latency_ms")
     if lat:
         rows.append(
@@ -62,6 +116,56 @@ def key_numbers(report: Report) -> list[list[str]]:
         )
     rows.append(["Peak target RSS", fmt.bytes_(s["peak_target_rss_bytes"])])
     return rows
+
+
+def load_rows(report: Report) -> list[list[str]]:
+    """[name, kind, weight, planned share, calls, share of calls] per entry of the load's mix, then every other
+    tool the run called (chaos, avalanche); empty for reports without a `load` section."""
+    load = report.get("load")
+    if not load:
+        return []
+    counted = {(t["name"], "tool"): t for t in load["tools"]} | {(m["name"], "method"): m for m in load["methods"]}
+    rows = []
+    for e in load["mix"]:
+        got = counted.pop((e["name"], e["kind"]), None)
+        rows.append(
+            [
+                e["name"],
+                "tool" if e["kind"] == "tool" else "protocol method",
+                fmt.number(e["weight"]),
+                fmt.pct(e["share"]),
+                fmt.integer(got["calls"] if got else 0),
+                fmt.pct(got["share"] if got else 0),
+            ]
+        )
+    for (name, kind), got in counted.items():
+        rows.append(
+            [
+                name,
+                "tool" if kind == "tool" else "protocol method",
+                "—",
+                "—",
+                fmt.integer(got["calls"]),
+                fmt.pct(got["share"]),
+            ]
+        )
+    return rows
+
+
+def load_sentence(report: Report) -> str | None:
+    """One sentence on what carried the load (None without a `load` section)."""
+    load = report.get("load")
+    if not load:
+        return None
+    if load["source"] == "protocol":
+        hint = f" {load['hint'][0].upper()}{load['hint'][1:]}." if load.get("hint") else ""
+        return (
+            f"No tool was measured: the load ran on {load['note']}, which exercises only the transport and the "
+            f"protocol handling.{hint}"
+        )
+    top = load["tools"][:3]
+    shares = ", ".join(f"{t['name']} {fmt.pct(t['share'])}" for t in top)
+    return f"Load: {load['note']}. Of {fmt.integer(load['tool_calls'])} tool calls: {shares or 'none'}."
 
 
 # Avalanche holds memory for seconds per call and chaos sends calls meant to fail: the SLO and the error budget
@@ -81,7 +185,13 @@ def step_flags(step: Mapping[str, Any], thresholds: Mapping[str, Any], phase: st
         flags.append("ok < offered")
     if step["client_bound"]:
         flags.append("client-bound")
+    if step.get("sender_behind"):
+        flags.append("sender behind")
     return flags
+
+
+# Flags about the tester rather than the target: a row they mark is not a bad step of the target's.
+TESTER_FLAGS = frozenset({"client-bound", "sender behind"})
 
 
 def recommendations(report: Report) -> list[str]:
@@ -90,8 +200,15 @@ def recommendations(report: Report) -> list[str]:
     th = report["thresholds"]
     phases = dict(phase_items(report))
     client_bound = [s for p in phases.values() for s in p["steps"] if s["client_bound"]]
+    behind = [s for p in phases.values() for s in p["steps"] if s.get("sender_behind")]
     if not report["consistency"]["passed"]:
         out.append("Fix the failed consistency checks first: until its numbers agree, this report proves nothing.")
+    load = report.get("load") or {}
+    if load.get("source") == "protocol":
+        out.append(
+            "No tool of the target was under load (protocol methods only), so nothing here speaks for its tools"
+            + (f": {load['hint']}." if load.get("hint") else ".")
+        )
     if "tsunami" in phases:
         best = _result(report, "tsunami", "max_sustainable_concurrency")
         bad = _result(report, "tsunami", "first_bad_concurrency")
@@ -108,16 +225,24 @@ def recommendations(report: Report) -> list[str]:
             )
     if "rate" in phases:
         sat = _result(report, "rate", "saturation_rate")
+        good = _result(report, "rate", "max_good_rate")
         if sat is not None:
             out.append(
-                f"Keep the arrival rate below {fmt.rate(sat)}: at that rate the target fell behind or "
-                "passed the SLO, and the queue (and latency) grows without bound past it."
+                f"Keep the arrival rate below {fmt.rate(sat)}, the first offered rate that failed"
+                + (f" ({fmt.rate(good)} was the highest it kept up with)" if good is not None else "")
+                + ": past it the queue (and latency) grows without bound."
             )
     if client_bound:
         out.append(
             f"{fmt.plural(len(client_bound), 'step')} {'was' if len(client_bound) == 1 else 'were'} client-bound "
             "(the tester's CPU ≥ 90%): their throughput is a "
             "lower bound for the target, not its limit. Re-run with `--workers N` or on a larger machine."
+        )
+    if behind:
+        out.append(
+            f"The sender fell behind its schedule in {fmt.plural(len(behind), 'open-model step')} (more than 5% of "
+            "the calls sent over 10 ms late): less than the offered rate reached the target, so a failure there may "
+            "be the tester's limit. Re-run with `--workers N`."
         )
     verdict = {c["name"]: c for c in report["verdict"]["criteria"]}
     for name, advice in (

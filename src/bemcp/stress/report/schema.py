@@ -302,6 +302,14 @@ def _step() -> Obj:
             "throughput": req(Num("ok calls per second: outcomes.ok / duration_s", min=0)),
             "achieved_rate": req(Num("answered calls per second, any outcome: calls / duration_s", min=0)),
             "latency_ms": req(_latency()),
+            "latency_hdr": opt(
+                Nullable(
+                    Str(
+                        "the same latencies in microseconds, in HdrHistogram's compressed V2 encoding (base64 "
+                        "`HISTF…`) that any HdrHistogram library decodes; null without calls"
+                    )
+                )
+            ),
             "client_cpu_percent": req(
                 Nullable(
                     Num(
@@ -313,9 +321,25 @@ def _step() -> Obj:
             "client_bound": req(
                 Bool("true when client_cpu_percent ≥ 90: the tester, not the target, may have been the limit")
             ),
+            "sent_late": opt(
+                Nullable(
+                    Int(
+                        "open model: calls the sender put out more than 10 ms after their intended send time (its "
+                        "own lag, not a wait for a free connection); closed model: null",
+                        min=0,
+                    )
+                )
+            ),
+            "sender_behind": opt(
+                Bool(
+                    "open model: more than 5% of the calls were sent late, so less than the offered rate reached "
+                    "the target: the tester, like a client-bound step, may have been the limit"
+                )
+            ),
             "kinds": opt(
                 Map(
-                    "per operation kind (tool name or chaos:…): its calls, outcomes and latency",
+                    "per operation kind (a tool name, `rpc:<method>` for protocol-method load, or chaos:…): its "
+                    "calls, outcomes and latency",
                     _kind_stats(),
                     key_doc="kind",
                 )
@@ -328,6 +352,60 @@ def _step() -> Obj:
                     key_doc="outcome:detail",
                 )
             ),
+        },
+    )
+
+
+def _load() -> Obj:
+    def counts(what: str) -> List:
+        return List(
+            f"every {what} the run called, most calls first",
+            Obj(
+                f"One {what}.",
+                {
+                    "name": req(Str(f"the {what}")),
+                    "calls": req(Int("calls answered in the steps of every phase", min=0)),
+                    "share": req(Num(f"calls / the run's {what} calls", min=0, max=1)),
+                },
+            ),
+        )
+
+    return Obj(
+        "What carried the load: the mix the load phases (tsunami, rate, soak) called, and every tool's share.",
+        {
+            "source": req(
+                Str(
+                    "`ranked`: the best-ranked of the target's own tools (never BE-MCP's built-in server_health); "
+                    "`--tool`: the tools named; `protocol`: no tool could be called, so protocol methods",
+                    enum=("ranked", "--tool", "protocol"),
+                )
+            ),
+            "note": req(Str("one line: what carried the load and why")),
+            "hint": req(Nullable(Str("`protocol`: the flags that would let tools be called; else null"))),
+            "mix": req(
+                List(
+                    "the load phases' mix",
+                    Obj(
+                        "One entry of the mix.",
+                        {
+                            "name": req(Str("a tool name, or a protocol method")),
+                            "kind": req(Str("tool or protocol method", enum=("tool", "method"))),
+                            "weight": req(Num("the weight given (--tool NAME=WEIGHT; 1 otherwise)", min=0)),
+                            "share": req(Num("its planned share of the load's calls", min=0, max=1)),
+                            "arguments": req(
+                                Str(
+                                    "`generated` from the inputSchema per call, `fixed` by --args, `none`",
+                                    enum=("generated", "fixed", "none"),
+                                )
+                            ),
+                        },
+                    ),
+                )
+            ),
+            "tool_calls": req(Int("tools/call requests answered in the steps (chaos disconnects aside)", min=0)),
+            "tools": req(counts("tool")),
+            "method_calls": req(Int("protocol-method requests answered in the steps", min=0)),
+            "methods": req(counts("protocol method")),
         },
     )
 
@@ -373,14 +451,23 @@ def _phase_results(name: str) -> Obj:
             "saturation_rate": req(
                 Nullable(
                     Num(
-                        "the lowest offered rate (calls/s) where achieved fell short of offered or p99 passed the SLO; "
-                        "null if no step saturated",
+                        "the first offered rate (calls/s) that failed: achieved fell short of offered, or p99, "
+                        "errors or overloads passed the thresholds; null if no step failed",
                         min=0,
                     )
                 )
             ),
             "max_good_rate": opt(
-                Nullable(Num("the highest offered rate whose step was within the SLO and budget", min=0))
+                Nullable(
+                    Num(
+                        "the highest rate the target kept up with: the highest offered rate, below the saturation "
+                        "rate, whose step kept up within the SLO and budgets",
+                        min=0,
+                    )
+                )
+            ),
+            "sender_behind_rates": opt(
+                List("offered rates whose step's sender fell behind its schedule", Num("calls/s", min=0))
             ),
         },
         "soak": {
@@ -541,6 +628,7 @@ def report_spec() -> Obj:
                 )
             ),
             "thresholds": req(thresholds),
+            "load": opt(_load()),
             "phases": req(Obj("The phases that ran, by name.", {n: opt(_phase(n)) for n in PHASE_NAMES})),
             "timeseries": req(
                 List(
@@ -680,6 +768,14 @@ def report_spec() -> Obj:
                         ),
                         "average_throughput": req(Num("all ok calls / time_under_load_s", min=0)),
                         "latency_ms": req(Nullable(_latency())),
+                        "latency_hdr": opt(
+                            Nullable(
+                                Str(
+                                    "the whole run's latencies (every step), µs, in HdrHistogram's compressed V2 "
+                                    "encoding; null without calls"
+                                )
+                            )
+                        ),
                         "peak_target_rss_bytes": req(Nullable(Int("the highest target RSS sampled", min=0))),
                     },
                 )
@@ -715,6 +811,14 @@ def report_spec() -> Obj:
                                                 Str(
                                                     "the unit of a numeric `measured`: `ms`, `fraction`, `bytes`, "
                                                     "`calls`, `findings`; null for text"
+                                                )
+                                            )
+                                        ),
+                                        "threshold_value": opt(
+                                            Nullable(
+                                                Num(
+                                                    "the threshold's number in `unit` (the reports show "
+                                                    "`measured` in the same display unit)"
                                                 )
                                             )
                                         ),

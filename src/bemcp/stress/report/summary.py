@@ -52,9 +52,11 @@ def bucket_rate(report: Mapping[str, Any], count: float) -> float:
     return count / interval if interval > 0 else 0.0
 
 
-def build_summary(report: Mapping[str, Any], latency_ms: Mapping[str, float] | None = None) -> dict[str, Any]:
-    """The `summary` section. `latency_ms`: whole-run percentiles from the merged histograms, when the runner has
-    them (they cannot be derived from per-step percentiles)."""
+def build_summary(
+    report: Mapping[str, Any], latency_ms: Mapping[str, float] | None = None, latency_hdr: str | None = None
+) -> dict[str, Any]:
+    """The `summary` section. `latency_ms` and `latency_hdr`: whole-run percentiles and the HDR encoding of the
+    merged histograms, when the runner has them (they cannot be derived from per-step percentiles)."""
     outcomes: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
     total_calls = 0
     time_under_load = 0.0
@@ -80,5 +82,6 @@ def build_summary(report: Mapping[str, Any], latency_ms: Mapping[str, float] | N
         "sustained_throughput": sustained,
         "average_throughput": outcomes["ok"] / time_under_load if time_under_load > 0 else 0.0,
         "latency_ms": dict(latency_ms) if latency_ms is not None else None,
+        "latency_hdr": latency_hdr,
         "peak_target_rss_bytes": max(rss) if rss else None,
     }

@@ -30,13 +30,21 @@ RELEASE_SLACK_REL = 0.2
 
 
 def _criterion(
-    name: str, threshold: str, measured: Any, passed: bool | None, detail: str, unit: str | None = None
+    name: str,
+    threshold: str,
+    measured: Any,
+    passed: bool | None,
+    detail: str,
+    unit: str | None = None,
+    limit: float | None = None,
 ) -> Criterion:
+    """`limit`: the threshold's number in `unit`, so renderers show `measured` in the threshold's display unit."""
     return {
         "name": name,
         "threshold": threshold,
         "measured": measured,
         "unit": unit,
+        "threshold_value": limit,
         "passed": passed,
         "detail": detail,
     }
@@ -81,8 +89,8 @@ def _slo_and_budget(report: Report) -> list[Criterion]:
     if not pairs:
         none = "not measured: no tsunami, rate or soak step ran"
         return [
-            _criterion("p99 latency at sustainable load", f"≤ {fmt.ms(slo)}", None, None, none, "ms"),
-            _criterion("error rate at sustainable load", f"≤ {fmt.pct(budget)}", None, None, none, "fraction"),
+            _criterion("p99 latency at sustainable load", f"≤ {fmt.ms(slo)}", None, None, none, "ms", slo),
+            _criterion("error rate at sustainable load", f"≤ {fmt.pct(budget)}", None, None, none, "fraction", budget),
         ]
     # The worst step, not an average: a good phase must not dilute a bad step (the controller judges steps too).
     worst = max(pairs, key=lambda ps: float(ps[1]["latency_ms"]["p99"]))
@@ -98,6 +106,7 @@ def _slo_and_budget(report: Report) -> list[Criterion]:
             worst_p99 <= slo,
             f"worst step {_name(worst)} of {over}",
             "ms",
+            slo,
         ),
         _criterion(
             "error rate at sustainable load",
@@ -107,6 +116,7 @@ def _slo_and_budget(report: Report) -> list[Criterion]:
             f"worst step {_name(erring)}: {step_errors(erring[1]):,} protocol errors, timeouts and transport "
             f"errors in {int(erring[1]['calls']):,} calls; of {over}",
             "fraction",
+            budget,
         ),
     ]
 
@@ -145,7 +155,7 @@ def _memory_budget(report: Report) -> Criterion:
     threshold = f"≤ {fmt.bytes_(budget)}" if budget is not None else "≤ the target's memory budget"
     if budget is None or peak is None:
         missing = "the target's memory budget" if budget is None else "target RSS samples"
-        return _criterion("memory within budget", threshold, peak, None, f"not measured: no {missing}", "bytes")
+        return _criterion("memory within budget", threshold, peak, None, f"not measured: no {missing}", "bytes", budget)
     return _criterion(
         "memory within budget",
         threshold,
@@ -153,6 +163,7 @@ def _memory_budget(report: Report) -> Criterion:
         peak <= budget,
         f"peak target RSS {fmt.bytes_(peak)} of a {fmt.bytes_(budget)} budget",
         "bytes",
+        budget,
     )
 
 
@@ -167,6 +178,7 @@ def _avalanche(phase: Mapping[str, Any]) -> list[Criterion]:
             errors == 0,
             "protocol errors, timeouts and transport errors in the avalanche phase",
             "calls",
+            0,
         )
     ]
     before, after = results.get("rss_before_bytes"), results.get("rss_after_bytes")
@@ -192,6 +204,7 @@ def _avalanche(phase: Mapping[str, Any]) -> list[Criterion]:
                 after <= allowed,
                 f"RSS {fmt.bytes_(before)} before, {fmt.bytes_(after)} after (allowed {fmt.bytes_(allowed)})",
                 "bytes",
+                allowed,
             )
         )
     return out
@@ -247,7 +260,7 @@ def build_verdict(report: Report) -> dict[str, Any]:
         }
     total = int(report["summary"]["total_calls"])
     # Without a single call every other criterion is vacuously true: that must not read as PASS.
-    criteria = [_criterion("load applied", "> 0 calls", total, total > 0, "calls over every step", "calls")]
+    criteria = [_criterion("load applied", "> 0 calls", total, total > 0, "calls over every step", "calls", 0)]
     criteria += _slo_and_budget(report)
     criteria.append(_no_crash(report))
     criteria.append(_memory_budget(report))
@@ -267,6 +280,7 @@ def build_verdict(report: Report) -> dict[str, Any]:
             not critical,
             "; ".join(f["message"] for f in critical[:3]) or "no finding is critical",
             "findings",
+            0,
         )
     )
     checks = consistency["checks"]
