@@ -15,7 +15,16 @@ from typing import Any
 import pytest
 
 from bemcp.stress.client import LEGACY, MODERN
-from bemcp.stress.discovery import Discovery, NoCallableTools, Tool, discover, list_tools, skip_reason
+from bemcp.stress.discovery import (
+    Discovery,
+    NoCallableTools,
+    Tool,
+    Workload,
+    discover,
+    is_builtin,
+    list_tools,
+    skip_reason,
+)
 from bemcp.stress.model import CallResult
 from bemcp.stress.targets import HttpTarget, StdioTarget, Target, TargetError
 from tests.procs import ROOT
@@ -88,7 +97,11 @@ async def test_bemcp_without_stress_tools() -> None:
         found = await discover(target.session())
     assert found.workload is None
     assert [t.name for t in found.callable] == ["server_health"]
-    assert found.load_tool().name == "server_health"
+    # The real server_health, as BE-MCP lists it, is recognised as the built-in, and never chosen for load.
+    assert is_builtin(found.callable[0])
+    assert found.ranked() == [] and found.load_tool() is None
+    with pytest.raises(LookupError, match="no tool of its own"):
+        found.random_call(random.Random(0))
 
 
 # -- servers written elsewhere -------------------------------------------------------------------------
@@ -101,7 +114,8 @@ async def _check_sdk(target: Target) -> None:
         "delete_everything": "destructiveHint: never called",
         "write_note": "not marked readOnlyHint: called only with --allow-writes",
     }
-    assert found.workload is None and found.load_tool().name == "ping"
+    assert found.workload is None
+    assert [t.name for t in found.ranked()] == ["ping", "pause", "search"]  # cheap names, then fewest arguments
     search = found.tool("search")
     assert search is not None
     rng = random.Random(3)
@@ -133,7 +147,8 @@ async def test_unannotated_tools_need_allow_writes() -> None:
         with pytest.raises(NoCallableTools, match=r"noop \(not marked readOnlyHint: called only with --allow-writes\)"):
             await discover(target.session())
         found = await discover(target.session(), allow_writes=True)
-        assert found.load_tool().name == "noop"
+        tool = found.load_tool()
+        assert tool is not None and tool.name == "noop"
         call = found.random_call(random.Random(0))
         assert (await target.session().call_tool(call.name, call.arguments, timeout=5)).outcome == "ok"
 
@@ -206,15 +221,47 @@ def test_skip_reason_for_schemas_and_tasks() -> None:
     assert "task" in (skip_reason(tasks, allow_writes=True) or "")
 
 
-def test_load_tool_prefers_cheap_names_then_simple_schemas() -> None:
-    def tool(name: str, required: int) -> Tool:
-        props = {f"p{i}": {"type": "string"} for i in range(required)}
-        return Tool(name, input_schema={"type": "object", "properties": props, "required": list(props)})
+def _schema_tool(name: str, required: int, **annotations: Any) -> Tool:
+    props = {f"p{i}": {"type": "string"} for i in range(required)}
+    return Tool(
+        name, input_schema={"type": "object", "properties": props, "required": list(props)}, annotations=annotations
+    )
 
-    found = Discovery([], [tool("search", 2), tool("get_status", 1), tool("translate", 0)], {})
-    assert found.load_tool().name == "get_status"
-    plain = Discovery([], [tool("search", 2), tool("translate", 0)], {})
-    assert plain.load_tool().name == "translate"
-    # An echo beats a health tool, however simple: BE-MCP's built-in server_health skips load shedding.
-    app = Discovery([], [tool("server_health", 0), tool("echo", 1), tool("search", 2)], {})
-    assert app.load_tool().name == "echo"
+
+BUILTIN_HEALTH = _schema_tool("server_health", 0, readOnlyHint=True, idempotentHint=True, openWorldHint=False)
+
+
+def _names(tools: list[Tool]) -> list[str]:
+    return [t.name for t in tools]
+
+
+def test_ranking_prefers_echo_then_cheap_names_then_simple_schemas() -> None:
+    t = _schema_tool
+    found = Discovery([], [t("search", 2), t("get_status", 1), t("translate", 0), t("echo_back", 3)], {})
+    assert _names(found.ranked()) == ["echo_back", "get_status", "translate", "search"]
+    plain = Discovery([], [t("search", 2), t("translate", 0), t("lookup", 1)], {})
+    assert _names(plain.ranked()) == ["translate", "lookup", "search"]
+
+
+def test_the_builtin_server_health_is_never_ranked_but_a_health_tool_of_another_server_is() -> None:
+    user = Discovery([], [BUILTIN_HEALTH, _schema_tool("lookup", 1, readOnlyHint=True)], {})
+    assert _names(user.ranked()) == ["lookup"]  # however cheap its name looks, the built-in carries no load
+    assert is_builtin(BUILTIN_HEALTH)
+    # Another server's own `health`, or a `server_health` that takes arguments or reaches out: the user's tools.
+    theirs = _schema_tool("health", 0, readOnlyHint=True)
+    lookalike = _schema_tool("server_health", 1, readOnlyHint=True, openWorldHint=False)
+    open_world = _schema_tool("server_health", 0, readOnlyHint=True)
+    assert not any(is_builtin(x) for x in (theirs, lookalike, open_world))
+    assert _names(Discovery([], [_schema_tool("search", 2), theirs], {}).ranked()) == ["health", "search"]
+    assert _names(Discovery([], [open_world], {}).ranked()) == ["server_health"]
+
+
+def test_workload_tools_give_way_to_the_servers_own() -> None:
+    workload_names = ("echo", "sleep", "cpu_burn", "allocate_memory", "hang", "fail")
+    workload = [_schema_tool(n, 0) for n in workload_names]
+    wl = Workload(frozenset(workload_names))
+    embedded = Discovery([], [BUILTIN_HEALTH, *workload], {}, wl)  # `bemcp serve --stress-tools`: echo leads
+    assert embedded.ranked()[0].name == "echo" and "server_health" not in _names(embedded.ranked())
+    mine = _schema_tool("lookup", 1)
+    app = Discovery([], [BUILTIN_HEALTH, *workload, mine], {}, wl)  # a user's app served with --stress-tools
+    assert _names(app.ranked()) == ["lookup"]

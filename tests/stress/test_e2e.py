@@ -14,91 +14,27 @@ The whole file takes about four minutes on two cores; the full-profile runs are 
 from __future__ import annotations
 
 import asyncio
-import os
 import shlex
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from bemcp.stress.discovery import Call
 from bemcp.stress.load import SessionPool, closed_step, open_step
 from bemcp.stress.recorder import Recorder
-from bemcp.stress.report import read_json, run_checks, validate
 from bemcp.stress.targets import MODERN, HttpTarget
 from tests.procs import ROOT, free_port, http_server
+from tests.stress.cli_run import a_verdict, check_outputs, no_traceback, stress
 from tests.stress.pause_app import PAUSE_S
 from tests.stress.sdk_app import running_http
 
-REPORT_FILES = ("report.json", "report.md", "report.html", "stress.log")
 KNOWN_REVISIONS = ("2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")
 EVERYTHING_JS = ROOT / ".cache/server-everything/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
 NODE22 = ROOT / ".cache/node22/node_modules/.bin/node"
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    env.pop("FORCE_COLOR", None)
-    return env
-
-
-def stress(*args: str, timeout: float = 240.0) -> subprocess.CompletedProcess[str]:
-    """`python -m bemcp stress ARGS` from the repository root (stdio targets like `-m tests...` resolve there)."""
-    return subprocess.run(
-        [sys.executable, "-m", "bemcp", "stress", *args],
-        cwd=ROOT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-def no_traceback(proc: subprocess.CompletedProcess[str]) -> None:
-    assert "Traceback" not in proc.stderr, proc.stderr[-4000:]
-    assert "Traceback" not in proc.stdout, proc.stdout[-4000:]
-
-
-def a_verdict(proc: subprocess.CompletedProcess[str]) -> None:
-    """Exit 0 (PASS) or 1 (FAIL), never 2 (a usage error) nor a crash, and no traceback."""
-    no_traceback(proc)
-    assert proc.returncode in (0, 1), f"exit {proc.returncode}\n{proc.stderr[-4000:]}"
-
-
-def check_outputs(out: Path, proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    """All four files, a report that matches its schema and passes its consistency checks; returns it."""
-    for name in REPORT_FILES:
-        assert (out / name).is_file() and (out / name).stat().st_size > 0, f"{name} missing in {out}"
-    report = read_json(out / "report.json")
-    assert validate(report) == []
-    checks = run_checks(report)
-    assert checks["passed"] is True, [c for c in checks["checks"] if not c["passed"]]
-    assert report["consistency"]["passed"] is True
-    # The exit code is the verdict, and PASS needs the consistency checks.
-    status = report["verdict"]["status"]
-    assert proc.returncode == (0 if status == "PASS" else 1)
-    assert f"verdict: {status}" in proc.stdout
-    for name in REPORT_FILES:
-        assert str(out / name) in proc.stdout  # the CLI says where the reports are
-    # The Markdown and HTML render the same run; the HTML is self-contained (inline SVG plots, no fetches).
-    md = (out / "report.md").read_text()
-    html = (out / "report.html").read_text()
-    assert report["target"]["spec"] in md and f"**Verdict: {status}" in md
-    assert html.lstrip().lower().startswith("<!doctype html") and "<svg" in html and report["run"]["id"] in html
-    assert "<script src" not in html and "<link " not in html
-    events = [orjson.loads(line) for line in (out / "stress.log").read_text().splitlines()]
-    assert events[0]["event"] == "run_started" and events[-1]["event"] == "run_finished"
-    assert events[-1]["verdict"] == status
-    # A phase that broke inside the tester is reported as a finding; none may have.
-    assert not [f for f in report["findings"] if "failed in the tester" in f["message"]], report["findings"]
-    return report
 
 
 def check_third_party(report: dict[str, Any]) -> None:

@@ -601,6 +601,15 @@ class HttpSession:
         outcome, detail = await self._classified(data, req_id, timeout)
         return CallResult(name, start if intended is None else intended, start, time.monotonic(), outcome, detail)
 
+    async def call_method(
+        self, method: str, params: dict[str, Any] | None, *, kind: str, timeout: float, intended: float | None = None
+    ) -> CallResult:
+        client = self._client
+        req_id = client.next_id()
+        start = time.monotonic()
+        outcome, detail = await self._classified(client.frame(method, req_id, params), req_id, timeout)
+        return CallResult(kind, start if intended is None else intended, start, time.monotonic(), outcome, detail)
+
     async def request(self, method: str, params: dict[str, Any] | None, *, timeout: float) -> dict[str, Any]:
         req_id = self._client.next_id()
         answer = await self.exchange(self._client.frame(method, req_id, params), req_id, timeout)

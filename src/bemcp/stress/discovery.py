@@ -9,12 +9,17 @@ Every skipped tool is kept with its reason for the report. A target with nothing
 
 On a BE-MCP target started with `--stress-tools`, `Discovery.workload` offers the workload tools with argument
 factories the phases use (`workload.sleep(0.05)`, `workload.allocate_memory(64, hold_seconds=0.5)`, ...).
+
+Load goes to the target's *own* tools (`Discovery.ranked`): never to BE-MCP's built-in `server_health`, which
+skips admission control and would measure what no other call gets (`is_builtin`), and, on a server with tools of
+its own, not to the workload set either. `--tool` may still name a built-in (see `selection`).
 """
 
 from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -44,11 +49,11 @@ _WORKLOAD_SIGNATURE: Final = {
     "hang": None,
     "fail": None,
 }
-# Names that suggest a cheap call, for choosing the tool of plain load on a server we know nothing about.
+# Names that suggest a cheap call, for ranking the tools of plain load on a server we know nothing about.
 _CHEAP = re.compile(r"(^|[_.-])(echo|ping|noop|health|status|version|time|now|hello)($|[_.-])", re.IGNORECASE)
-# Among those, echo-like tools come first: a health or status tool may be special-cased by the server (BE-MCP's
-# built-in server_health is exempt from load shedding), so loading it would measure what no other call gets.
+# Among those, echo-like tools come first: a health or status tool may be special-cased by its server.
 _ECHO = re.compile(r"(^|[_.-])(echo|ping|noop)($|[_.-])", re.IGNORECASE)
+BUILTIN_TOOLS: Final = frozenset({"server_health"})
 _MAX_PAGES = 100
 
 
@@ -58,10 +63,21 @@ class NoCallableTools(TargetError):
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """One tools/call to make."""
+    """One request of the load: a tools/call of tool `name`, or (with `method`) a protocol method such as
+    `ping`, whose params are `arguments`."""
 
     name: str
     arguments: dict[str, Any] = field(default_factory=dict)
+    method: str | None = None  # None: tools/call
+
+    @property
+    def kind(self) -> str:
+        """What the recorder files the call under: the tool's name, or `rpc:<method>`."""
+        return self.name if self.method is None else f"rpc:{self.method}"
+
+
+def method_call(method: str) -> Call:
+    return Call(method, {}, method)
 
 
 @dataclass(slots=True)
@@ -105,6 +121,32 @@ class Tool:
 
     def call(self, rng: random.Random) -> Call:
         return Call(self.name, self.arguments(rng))
+
+
+def is_builtin(tool: Tool) -> bool:
+    """BE-MCP's always-on `server_health`, known by its name and its shape: no arguments, read-only, closed-world.
+
+    A tool of another server that only shares a cheap-sounding name (`health`, `status`) is that server's own.
+    """
+    return (
+        tool.name in BUILTIN_TOOLS
+        and not tool.required()
+        and not (tool.input_schema.get("properties") or {})
+        and tool.read_only
+        and tool.annotations.get("openWorldHint") is False
+    )
+
+
+def rank_key(tool: Tool) -> tuple[bool, bool, int, int, str]:
+    """Cheapest first: echo-like names, then other cheap names, then the fewest required and declared arguments."""
+    props = tool.input_schema.get("properties")
+    return (
+        not _ECHO.search(tool.name),
+        not _CHEAP.search(tool.name),
+        len(tool.required()),
+        len(props) if isinstance(props, dict) else 0,
+        tool.name,
+    )
 
 
 def skip_reason(tool: Tool, *, allow_writes: bool) -> str | None:
@@ -178,27 +220,61 @@ class Discovery:
     callable: list[Tool]
     skipped: dict[str, str]
     workload: Workload | None = None
+    fixed: dict[str, dict[str, Any]] = field(default_factory=dict)  # --args: arguments given, not generated
 
     def tool(self, name: str) -> Tool | None:
         return next((t for t in self.callable if t.name == name), None)
 
-    def load_tool(self) -> Tool:
-        """The tool for plain load: the workload's echo, else an echo-like tool, else one that looks cheap (a
-        health or status tool), else the simplest."""
-        if self.workload is not None and self.workload.has("echo"):
-            found = self.tool("echo")
-            if found is not None:
-                return found
-        cheap = [t for t in self.callable if _ECHO.search(t.name)] or [
-            t for t in self.callable if _CHEAP.search(t.name)
-        ]
-        pool = cheap or self.callable
-        return min(pool, key=lambda t: (len(t.required()), len(t.input_schema.get("properties") or {}), t.name))
+    def listed(self, name: str) -> Tool | None:
+        """Any tool tools/list returned, callable or not."""
+        return next((t for t in self.tools if t.name == name), None)
+
+    def fix_arguments(self, tool: Tool, arguments: dict[str, Any]) -> None:
+        """Call `tool` with these arguments from now on; a tool skipped only for want of arguments becomes
+        callable (the caller has checked the rest of the safety policy)."""
+        self.fixed[tool.name] = arguments
+        if tool.name in self.skipped:
+            del self.skipped[tool.name]
+            self.callable.append(tool)
+
+    def maker(self, tool: Tool) -> Callable[[random.Random], Call]:
+        """How to make calls to `tool`: its fixed arguments, else fresh generated ones per call."""
+        fixed = self.fixed.get(tool.name)
+        if fixed is None:
+            return tool.call
+        call = Call(tool.name, fixed)
+        return lambda rng: call
+
+    def own(self) -> list[Tool]:
+        """The callable tools that are the target's own: not BE-MCP's built-ins, and not the workload set when
+        the server has tools besides it."""
+        own = [t for t in self.callable if not is_builtin(t)]
+        if self.workload is not None:
+            mine = [t for t in own if t.name not in WORKLOAD_TOOLS]
+            return mine or own
+        return own
+
+    def ranked(self) -> list[Tool]:
+        """The target's own callable tools, the cheapest-looking first (`rank_key`); the workload's echo leads
+        on a server that has only BE-MCP's tools."""
+        own = self.own()
+        if self.workload is not None and self.workload.has("echo") and all(t.name in WORKLOAD_TOOLS for t in own):
+            return sorted(own, key=lambda t: (t.name != "echo", *rank_key(t)))
+        return sorted(own, key=rank_key)
+
+    def load_tool(self) -> Tool | None:
+        """The tool for plain load: the best-ranked of the target's own tools; None when it has none."""
+        ranked = self.ranked()
+        return ranked[0] if ranked else None
 
     def random_call(self, rng: random.Random, *, exclude: frozenset[str] = frozenset()) -> Call:
-        """A seeded random call to any callable tool (minus `exclude`), with fresh valid arguments."""
-        pool = [t for t in self.callable if t.name not in exclude] or self.callable
-        return rng.choice(pool).call(rng)
+        """A seeded random call to one of the target's own tools (minus `exclude`), with fresh valid arguments.
+        Raises LookupError when it has none."""
+        own = self.own()
+        pool = [t for t in own if t.name not in exclude] or own
+        if not pool:
+            raise LookupError("the target has no tool of its own that may be called")
+        return self.maker(rng.choice(pool))(rng)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -206,6 +282,7 @@ class Discovery:
             "tools_callable": [t.name for t in self.callable],
             "skipped_tools": dict(self.skipped),
             "workload": sorted(self.workload.available) if self.workload is not None else None,
+            "fixed_arguments": sorted(self.fixed),
         }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import resource
 import time
@@ -20,6 +21,9 @@ MakeCall = Callable[[random.Random], Call]
 MAX_OPEN_IN_FLIGHT = 256
 CALLS_PER_CALLER = 8
 OPEN_CYCLE = 1024
+# An open-model call that leaves the sender this long after its intended time is late: the sender fell behind
+# its schedule (its own CPU, not the target: waiting for a free caller is not counted).
+SENDER_LATE_S = 0.010
 
 
 def raise_fd_limit() -> None:
@@ -59,14 +63,22 @@ class SessionPool:
         await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
 
 
-def closed_calls(concurrency: int, make_call: MakeCall, rng: random.Random) -> list[list[Call]]:
-    """The calls each of `concurrency` callers cycles through, drawn up front so a seed reproduces a step."""
-    return [[make_call(rng) for _ in range(CALLS_PER_CALLER)] for _ in range(concurrency)]
+def _whole(n: int, period: int) -> int:
+    return -(-n // period) * period
 
 
-def open_calls(rate: float, duration: float, make_call: MakeCall, rng: random.Random) -> list[Call]:
-    """The calls an open step cycles through, drawn up front (at most OPEN_CYCLE of them)."""
-    return [make_call(rng) for _ in range(max(1, min(OPEN_CYCLE, int(rate * duration))))]
+def closed_calls(concurrency: int, make_call: MakeCall, rng: random.Random, *, period: int = 1) -> list[list[Call]]:
+    """The calls each of `concurrency` callers cycles through, drawn up front so a seed reproduces a step.
+
+    Each caller's list is whole `period`s of `make_call` (a `mix.Mix` cycle), so it holds the mix exactly.
+    """
+    per_caller = _whole(CALLS_PER_CALLER, period)
+    return [[make_call(rng) for _ in range(per_caller)] for _ in range(concurrency)]
+
+
+def open_calls(rate: float, duration: float, make_call: MakeCall, rng: random.Random, *, period: int = 1) -> list[Call]:
+    """The calls an open step cycles through, drawn up front (about OPEN_CYCLE at most, in whole `period`s)."""
+    return [make_call(rng) for _ in range(_whole(max(1, min(OPEN_CYCLE, int(rate * duration))), period))]
 
 
 async def closed_step(
@@ -100,7 +112,12 @@ async def closed_step(
             while time.monotonic() < deadline[0]:
                 call = mine[n % len(mine)]
                 n += 1
-                result = await session.call_tool(call.name, call.arguments, timeout=timeout)
+                if call.method is None:
+                    result = await session.call_tool(call.name, call.arguments, timeout=timeout)
+                else:
+                    result = await session.call_method(
+                        call.method, call.arguments or None, kind=call.kind, timeout=timeout
+                    )
                 step.record(result)
                 if result.outcome == "transport_error":
                     await check_alive()
@@ -126,7 +143,8 @@ async def open_step(
 
     Sends go out in small batches on a 1 ms tick (whatever is due), so the
     scheduler never starves the calls it has started; a call that waits for a
-    free caller still counts from its intended time.
+    free caller still counts from its intended time. Slots the sender itself
+    put out more than SENDER_LATE_S after their time add to `step.sent_late`.
 
     With several processes sharing one schedule (`--workers`), each is given
     the whole `rate`, the same `start_at` (a `time.monotonic()` value: the
@@ -147,13 +165,26 @@ async def open_step(
         async with slots:
             session = pool.take()
             try:
-                step.record(await session.call_tool(call.name, call.arguments, timeout=timeout, intended=intended))
+                if call.method is None:
+                    result = await session.call_tool(call.name, call.arguments, timeout=timeout, intended=intended)
+                else:
+                    result = await session.call_method(
+                        call.method, call.arguments or None, kind=call.kind, timeout=timeout, intended=intended
+                    )
+                step.record(result)
             finally:
                 pool.give(session)
 
     sent = 0
+    late = 0
     while sent < total:
-        due = min(total, int((time.monotonic() - start) / interval) + 1)
+        now = time.monotonic()
+        due = min(total, math.floor((now - start) / interval) + 1)
+        if due > sent:
+            # Slots whose time passed SENDER_LATE_S ago go out late: counted per tick, not per call.
+            overdue = min(due, math.floor((now - SENDER_LATE_S - start) / interval) + 1)
+            if overdue > sent:
+                late += overdue - sent
         while sent < due:
             task = loop.create_task(one(calls[(offset + sent * stride) % len(calls)], start + sent * interval))
             tasks.add(task)
@@ -161,6 +192,7 @@ async def open_step(
             sent += 1
         next_due = start + sent * interval
         await asyncio.sleep(max(0.0, min(0.001, next_due - time.monotonic())))
+    step.sent_late = (step.sent_late or 0) + late
     if tasks:
         await asyncio.gather(*tasks)
 

@@ -23,7 +23,7 @@ ERROR_OUTCOMES: frozenset[str] = frozenset({"protocol_error", "timeout", "transp
 class CallResult:
     """One operation as the load generator saw it. Times are `time.monotonic()` seconds."""
 
-    kind: str  # the operation: a tool name, or "chaos:malformed", "chaos:oversized", "chaos:disconnect", ...
+    kind: str  # the operation: a tool name, "rpc:<method>", or "chaos:malformed", "chaos:disconnect", ...
     intended: float  # when it should have been sent (open model); equals `start` in the closed model
     start: float  # when it was sent
     end: float  # when its answer (or failure) arrived
@@ -46,6 +46,13 @@ class Session(Protocol):
     async def call_tool(
         self, name: str, arguments: dict[str, Any], *, timeout: float, intended: float | None = None
     ) -> CallResult: ...
+
+    async def call_method(
+        self, method: str, params: dict[str, Any] | None, *, kind: str, timeout: float, intended: float | None = None
+    ) -> CallResult:
+        """Any request as one timed, classified call filed under `kind` (load on protocol methods: `ping`,
+        `tools/list`, when no tool may be called)."""
+        ...
 
     async def request(self, method: str, params: dict[str, Any] | None, *, timeout: float) -> dict[str, Any]:
         """A raw JSON-RPC request; returns the whole response message (raises on transport failure)."""

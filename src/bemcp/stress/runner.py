@@ -30,6 +30,7 @@ from bemcp.stress.progress import Progress
 from bemcp.stress.recorder import Recorder
 from bemcp.stress.report import finalize, write_all
 from bemcp.stress.sampler import Sampler
+from bemcp.stress.selection import ToolSpec, plan_load
 from bemcp.stress.targets import HttpTarget, Target, TargetError, parse_target
 from bemcp.stress.workers import WorkerPool
 
@@ -54,6 +55,8 @@ class StressOptions:
     serve_args: tuple[str, ...] = ()
     quiet: bool = False
     workers: int = 1
+    tools: tuple[ToolSpec, ...] = ()  # --tool NAME[=WEIGHT]
+    arguments: dict[str, dict[str, Any]] = field(default_factory=dict)  # --args NAME=JSON
     command: str = field(default_factory=lambda: shlex.join(["bemcp", *sys.argv[1:]]))
 
 
@@ -112,15 +115,34 @@ async def run(
         probe = target.session()
         allow_writes = opts.allow_writes or target.kind == "embedded"  # our own server writes only to its sandbox
         try:
-            found = await discover(probe, allow_writes=allow_writes)
+            found = await discover(probe, allow_writes=allow_writes, require_callable=False)
         finally:
             await probe.close()
-        say(f"{len(found.tools)} tools; callable: {', '.join(t.name for t in found.callable)}")
-        log.event("discovered", **found.to_dict())
+        try:
+            plan = plan_load(
+                found, tools=opts.tools, args=opts.arguments, allow_writes=allow_writes, revision=target.revision
+            )
+        except TargetError as e:
+            log.event("run_failed", reason=str(e))
+            log.close()
+            raise
+        say(f"{len(found.tools)} tools; callable: {', '.join(t.name for t in found.callable) or 'none'}")
+        say(f"load: {plan.note}" + (f"; {plan.hint}" if plan.hint else ""))
+        log.event("discovered", **found.to_dict(), load=plan.note)
+        findings: list[Finding] = []
+        if plan.source == "protocol":
+            findings.append(
+                Finding(
+                    "warning",
+                    "run",
+                    f"No tool was measured: the load ran on {plan.note}, which exercises only the transport and "
+                    "the protocol handling." + (f" {plan.hint[0].upper()}{plan.hint[1:]}." if plan.hint else ""),
+                    {"methods": plan.mix.names},
+                )
+            )
         sampler = Sampler(metrics_url=target.metrics_url, pid=target.pid, t0=recorder.t0)
         pool = SessionPool(target)
         workers = WorkerPool(opts.workers)
-        findings: list[Finding] = []
         deaths: list[dict[str, Any]] = []
         ctx = PhaseContext(
             target,
@@ -134,6 +156,7 @@ async def run(
             findings,
             say,
             deaths,
+            plan,
             workers,
         )
         phases: dict[str, dict[str, Any]] = {}
@@ -167,11 +190,12 @@ async def run(
                     {"worker": failure.worker},
                 )
             )
-        report = _report(opts, target, found, recorder, sampler, ctx, phases, started_wall, alive_at_end)
+        rec = recorder.to_dict()
+        report = _report(opts, target, found, rec, sampler, ctx, phases, started_wall, alive_at_end)
     finally:
         await target.close()
-    totals = recorder.to_dict()["totals"]
-    finalize(report, latency_ms=totals.get("latency_ms"))
+    totals = rec["totals"]
+    finalize(report, latency_ms=totals.get("latency_ms"), latency_hdr=totals.get("latency_hdr"))
     paths = write_all(report, out)
     paths["log"] = out / "stress.log"
     log.event("run_finished", verdict=report["verdict"]["status"], consistency=report["consistency"]["passed"])
@@ -227,14 +251,14 @@ def _report(
     opts: StressOptions,
     target: Target,
     found: Any,
-    recorder: Recorder,
+    rec: dict[str, Any],
     sampler: Sampler,
     ctx: PhaseContext,
     phases: dict[str, dict[str, Any]],
     started: dt.datetime,
     alive_at_end: bool,
 ) -> dict[str, Any]:
-    rec = recorder.to_dict()
+    """The report.json dict before `finalize`; `rec` is `Recorder.to_dict()`."""
     finished = dt.datetime.now(dt.UTC)
     report_phases: dict[str, Any] = {}
     for name, meta in phases.items():
@@ -259,9 +283,10 @@ def _report(
             for p in rec["phases"].values()
             for s in p["steps"]
             for k in s.get("kinds", {})
-            if not k.startswith("chaos:")
+            if not k.startswith(("chaos:", "rpc:"))
         }
     )
+    kinds = {k: v["calls"] for k, v in rec["totals"]["kinds"].items()}
     return {
         "schema_version": 1,
         "tool": {"name": "bemcp stress", "version": __version__},
@@ -292,6 +317,7 @@ def _report(
         },
         "environment": _environment(),
         "thresholds": {"slo_p99_ms": opts.slo_p99_ms, "error_budget": opts.error_budget},
+        "load": ctx.plan.section(kinds),
         "phases": report_phases,
         "timeseries": rec["timeseries"],
         "target_samples": [s.to_dict() for s in samples],
@@ -334,14 +360,30 @@ def _limits(phases: dict[str, Any], samples: list[Any]) -> list[dict[str, Any]]:
         )
     rt = phases.get("rate")
     if rt is not None and rt["status"] != "skipped":
+        r = rt["results"]
+        behind = r.get("sender_behind_rates") or []
+        sat = r["saturation_rate"]
+        limits.append(
+            {
+                "name": "highest rate kept up with",
+                "value": r.get("max_good_rate"),
+                "unit": "calls/s",
+                "phase": "rate",
+                "confidence": "medium" if r.get("max_good_rate") in behind else "high",
+                "how": "the highest offered rate, below the first that failed, whose step kept up (ok ≥ 95% of "
+                "offered) within the SLO and the budgets",
+            }
+        )
         limits.append(
             {
                 "name": "saturation rate",
-                "value": rt["results"]["saturation_rate"],
+                "value": sat,
                 "unit": "calls/s",
                 "phase": "rate",
-                "confidence": "high",
-                "how": "the lowest offered rate whose achieved rate fell short or whose p99 passed the SLO",
+                "confidence": "medium" if sat in behind else "high",
+                "how": "the first offered rate that failed: ok < 95% of offered, or p99, errors or overloads past "
+                "the thresholds"
+                + (" (the sender fell behind there: maybe the tester's limit)" if sat in behind else ""),
             }
         )
     av = phases.get("avalanche")

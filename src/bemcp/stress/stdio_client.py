@@ -341,6 +341,14 @@ class StdioSession:
         data = client.frame("tools/call", req_id, {"name": name, "arguments": arguments})
         return await self._timed(name, data, req_id, timeout, start, intended)
 
+    async def call_method(
+        self, method: str, params: dict[str, Any] | None, *, kind: str, timeout: float, intended: float | None = None
+    ) -> CallResult:
+        client = self._client
+        req_id = client.next_id()
+        start = time.monotonic()
+        return await self._timed(kind, client.frame(method, req_id, params), req_id, timeout, start, intended)
+
     async def _timed(
         self, kind: str, data: bytes, req_id: Any, timeout: float, start: float, intended: float | None = None
     ) -> CallResult:

@@ -6,7 +6,7 @@ talks to it over stdin/stdout, one JSON object per line:
     parent: {"op": "init", "client": HttpTarget.client_params(), "id_base": int, "t0_wall": float}
     worker: {"ok": true, "pid": int}
     parent: {"op": "closed", "phase", "index", "level", "duration", "timeout",
-             "calls": [[{"name", "arguments"}, ...] one list per caller]}
+             "calls": [[{"name", "arguments"} | {"name", "method"}, ...] one list per caller]}
           | {"op": "open", "phase", "index", "level", "duration", "timeout",
              "calls": [...], "rate", "stride", "offset", "start_at"}
     worker: {"ok": true, "state": Recorder.to_state()}   one step, numbered as the parent's
@@ -36,7 +36,10 @@ LINE_LIMIT = 256 * 1024 * 1024
 
 
 def _calls(wire: list[dict[str, Any]]) -> list[Call]:
-    return [Call(str(c["name"]), dict(c.get("arguments") or {})) for c in wire]
+    return [
+        Call(str(c["name"]), dict(c.get("arguments") or {}), None if c.get("method") is None else str(c["method"]))
+        for c in wire
+    ]
 
 
 class Worker:

@@ -41,7 +41,10 @@ OPEN_LEAD_S = 0.05
 
 
 def _wire(calls: Sequence[Call]) -> list[dict[str, Any]]:
-    return [{"name": c.name, "arguments": c.arguments} for c in calls]
+    return [
+        {"name": c.name, "arguments": c.arguments} if c.method is None else {"name": c.name, "method": c.method}
+        for c in calls
+    ]
 
 
 @dataclass(slots=True)

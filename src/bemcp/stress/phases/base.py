@@ -8,12 +8,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bemcp.stress.discovery import Call, Discovery
-from bemcp.stress.load import SessionPool, closed_calls, open_calls
+from bemcp.stress.discovery import Discovery
+from bemcp.stress.load import SENDER_LATE_S, SessionPool, closed_calls, open_calls
+from bemcp.stress.mix import Mix
 from bemcp.stress.model import Finding, Thresholds
 from bemcp.stress.profiles import Profile
 from bemcp.stress.recorder import Recorder, StepRecorder
 from bemcp.stress.sampler import Sampler
+from bemcp.stress.selection import LoadPlan
 from bemcp.stress.targets import Target
 from bemcp.stress.workers import WorkerPool
 
@@ -39,29 +41,25 @@ class PhaseContext:
     findings: list[Finding]
     say: Callable[[str], None]  # progress lines for the terminal
     deaths: list[dict[str, Any]]
+    plan: LoadPlan  # what the load steps call (selection.plan_load)
     workers: WorkerPool = field(default_factory=lambda: WorkerPool(1))  # --workers: who applies the load
     memo: dict[str, Any] = field(default_factory=dict)  # what one phase learns for the next (e.g. throughput)
 
-    def load_call(self) -> Callable[[random.Random], Call]:
-        tool = self.discovery.load_tool()
-        return tool.call
+    def load_call(self) -> Mix:
+        return self.plan.mix
 
-    async def closed(
-        self, phase: str, level: int, duration: float, make_call: Callable[[random.Random], Call]
-    ) -> StepRecorder:
+    async def closed(self, phase: str, level: int, duration: float, mix: Mix) -> StepRecorder:
         step = self.recorder.step(phase, level, model="closed", concurrency=level)
         mark = self.sampler.cpu_mark()
-        calls = closed_calls(level, make_call, self.rng)
+        calls = closed_calls(level, mix, self.rng, period=mix.period)
         await self.workers.closed(self.recorder, step, self.pool, calls, duration, self.profile.call_timeout_s)
         self.finish_step(step, mark)
         return step
 
-    async def open(
-        self, phase: str, rate: float, duration: float, make_call: Callable[[random.Random], Call]
-    ) -> StepRecorder:
+    async def open(self, phase: str, rate: float, duration: float, mix: Mix) -> StepRecorder:
         step = self.recorder.step(phase, rate, model="open", offered_rate=rate)
         mark = self.sampler.cpu_mark()
-        calls = open_calls(rate, duration, make_call, self.rng)
+        calls = open_calls(rate, duration, mix, self.rng, period=mix.period)
         await self.workers.open(self.recorder, step, self.pool, calls, rate, duration, self.profile.call_timeout_s)
         self.finish_step(step, mark)
         return step
@@ -74,6 +72,8 @@ class PhaseContext:
         step.set_client_cpu(cpu.percent, cpu.bound)
         o = step.outcome()
         flag = "  CLIENT-BOUND" if cpu.bound else ""
+        if step.sender_behind:
+            flag += f"  SENDER-BEHIND ({step.sent_late:,} of {step.calls:,} sent > {SENDER_LATE_S * 1000:g} ms late)"
         self.say(
             f"  {step.phase:<9} level {o.level:>8g}: {o.calls:>7} calls  {o.throughput:>9,.0f} ok/s  "
             f"p99 {o.p99_ms:>8.1f} ms  errors {o.error_rate:6.2%}  overload {o.overload_rate:6.2%}{flag}"

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 
+from bemcp.stress.discovery import Call
 from bemcp.stress.model import CallResult, Finding, Session
 from bemcp.stress.phases.base import PhaseContext, PhaseOutcome
 
@@ -19,13 +20,13 @@ _OVERSIZED_MB = 5  # past BE-MCP's default 4 MiB body limit
 _UNOWED = frozenset({"chaos:disconnect"})
 
 
-def _malformed(rng: random.Random) -> bytes:
+def _malformed(rng: random.Random, tool: str) -> bytes:
     good = orjson.dumps(
         {
             "jsonrpc": "2.0",
             "id": rng.randrange(1 << 30),
             "method": "tools/call",
-            "params": {"name": "echo", "arguments": {"text": "x"}},
+            "params": {"name": tool, "arguments": {"text": "x"}},
         }
     )
     choice = rng.randrange(4)
@@ -39,20 +40,31 @@ def _malformed(rng: random.Random) -> bytes:
 
 
 def _ops(ctx: PhaseContext) -> dict[str, tuple[int, Op]]:
-    """Operation name -> (weight, how to run it)."""
+    """Operation name -> (weight, how to run it).
+
+    BE-MCP's workload tools give the heavy and hanging operations; with `--tool`, or on another server, the tool
+    calls are the load's own tools (or its protocol methods, when no tool may be called).
+    """
     timeout = ctx.profile.call_timeout_s
-    w = ctx.discovery.workload
+    plan = ctx.plan
+    w = ctx.discovery.workload if plan.source != "--tool" else None
+    tools = plan.mix.tools
+    # Malformed and oversized messages name a tool of the load: if a server did run them, no other tool ran.
+    named = (tools[0].name if tools else "echo").encode()
 
     async def call(session: Session, name: str, args: dict[str, object]) -> CallResult:
         return await session.call_tool(name, dict(args), timeout=timeout)
 
     ops: dict[str, tuple[int, Op]] = {
-        "malformed": (2, lambda s, r, t: s.send_raw(_malformed(r), kind="chaos:malformed", timeout=timeout)),
+        "malformed": (
+            2,
+            lambda s, r, t: s.send_raw(_malformed(r, named.decode()), kind="chaos:malformed", timeout=timeout),
+        ),
         "oversized": (
             1,
             lambda s, r, t: s.send_raw(
                 b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":'
-                b'{"name":"echo","arguments":{"text":"' + b"x" * (_OVERSIZED_MB << 20) + b'"}}}',
+                b'{"name":"' + named + b'","arguments":{"text":"' + b"x" * (_OVERSIZED_MB << 20) + b'"}}}',
                 kind="chaos:oversized",
                 timeout=timeout,
             ),
@@ -97,17 +109,28 @@ def _ops(ctx: PhaseContext) -> dict[str, tuple[int, Op]]:
         if avail("echo"):
             ops["echo"] = (3, lambda s, r, t: call(s, "echo", {"text": "chaos"}))
     else:
+        entries = plan.mix.entries
+        weights = [e.weight for e in entries]
 
-        def any_tool(s: Session, r: random.Random, t: float) -> Awaitable[CallResult]:
-            c = ctx.discovery.random_call(r)
+        def draw(r: random.Random) -> Call:
+            # With --tool (or protocol methods) the load's own mix, by weight; else any of the target's own tools.
+            if plan.source == "ranked":
+                return ctx.discovery.random_call(r)
+            return r.choices(entries, weights)[0].make(r)
+
+        def any_call(s: Session, r: random.Random, t: float) -> Awaitable[CallResult]:
+            c = draw(r)
+            if c.method is not None:
+                return s.call_method(c.method, c.arguments or None, kind=c.kind, timeout=timeout)
             return call(s, c.name, c.arguments)
 
         def drop(s: Session, r: random.Random, t: float) -> Awaitable[CallResult]:
-            c = ctx.discovery.random_call(r)
+            c = draw(r)
             return s.call_and_disconnect(c.name, c.arguments, after=round(r.uniform(0.01, 0.1), 3))
 
-        ops["tools"] = (8, any_tool)
-        ops["disconnect"] = (1, drop)
+        ops["tools"] = (8, any_call)
+        if tools:  # a disconnect needs a tools/call to cut off
+            ops["disconnect"] = (1, drop)
     return ops
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 
 from bemcp.stress.controller import StepJudge
-from bemcp.stress.model import StepOutcome
+from bemcp.stress.model import Finding, StepOutcome
 from bemcp.stress.phases.base import PhaseContext, PhaseOutcome
 from bemcp.stress.recorder import StepRecorder
 
@@ -41,9 +41,12 @@ async def rate(ctx: PhaseContext) -> PhaseOutcome:
     make_call = ctx.load_call()
     saturation: float | None = None
     max_good: float | None = None
+    behind: list[float] = []
     status = "completed"
     for offered in rates:
         step = await ctx.open("rate", offered, p.rate_step_s, make_call)
+        if step.sender_behind:
+            behind.append(offered)
         outcome = judged_outcome(step, p.rate_step_s)
         if judge.good(outcome):
             if saturation is None:
@@ -60,4 +63,17 @@ async def rate(ctx: PhaseContext) -> PhaseOutcome:
         if base > 0
         else "no tsunami ran first: a fixed ladder of rates"
     ]
-    return PhaseOutcome(status, "calls/s", {"saturation_rate": saturation, "max_good_rate": max_good}, notes)
+    if behind:
+        shown = ", ".join(f"{r:,.0f}" for r in behind)
+        notes.append(f"the sender fell behind its schedule at {shown} calls/s: less than the offered rate was sent")
+        ctx.findings.append(
+            Finding(
+                "warning",
+                "rate",
+                f"The load generator fell behind its schedule at {shown} calls/s, so less than the offered rate "
+                "reached the target; a failure there may be the tester's limit, not the target's (try --workers).",
+                {"rates": behind},
+            )
+        )
+    results = {"saturation_rate": saturation, "max_good_rate": max_good, "sender_behind_rates": behind}
+    return PhaseOutcome(status, "calls/s", results, notes)
