@@ -13,13 +13,26 @@ from bemcp.stress.profiles import PROFILES
 PHASES = ("tsunami", "avalanche", "chaos", "rate", "soak")
 
 
+USAGE = "bemcp stress [options]\n       bemcp stress compare OLD.json NEW.json [--threshold PCT]"
+
+
+def _compare_epilog() -> str:
+    """`bemcp stress compare`'s own usage and options, from its parser, so the two helps cannot drift apart."""
+    from bemcp.stress.compare import compare_parser
+
+    lines = compare_parser().format_help().rstrip().splitlines()
+    return "compare two reports (exit 1 on a regression):\n\n" + "\n".join(f"  {line}".rstrip() for line in lines)
+
+
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "stress",
         help="stress-test an MCP server and write a report",
-        description="Stress-test any MCP server (embedded BE-MCP, an HTTP URL, or a stdio command), "
-        "find its limits, and write report.json, report.md, report.html and stress.log. "
-        "`bemcp stress compare OLD.json NEW.json` compares two reports.",
+        usage=USAGE,
+        description="Stress-test any MCP server (embedded BE-MCP, an HTTP URL, or a stdio command), find its\n"
+        "limits, and write report.json, report.md, report.html and stress.log.",
+        epilog=_compare_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "--target",
@@ -47,6 +60,21 @@ def add_parser(sub: Any) -> None:
         "--allow-writes",
         action="store_true",
         help="also call tools not marked readOnlyHint (destructiveHint tools are never called)",
+    )
+    p.add_argument(
+        "--tool",
+        action="append",
+        default=[],
+        metavar="NAME[=WEIGHT]",
+        help="load this tool (repeatable; weights are shares of calls, default 1): --tool a=3 --tool b=1 is a 3:1 "
+        "mix. Default: the cheapest-looking of the target's own tools, never BE-MCP's built-in server_health",
+    )
+    p.add_argument(
+        "--args",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help="call tool NAME with these arguments instead of ones generated from its inputSchema (repeatable)",
     )
     p.add_argument(
         "--revision",
@@ -96,7 +124,14 @@ def main(argv: Sequence[str]) -> int:
         return 2
     from bemcp.stress.progress import Progress
     from bemcp.stress.runner import StressOptions, run_sync
+    from bemcp.stress.selection import parse_flags
     from bemcp.stress.targets import TargetError
+
+    try:
+        tools, arguments = parse_flags(args.tool, args.args)
+    except TargetError as e:
+        print(f"bemcp stress: {e}", file=sys.stderr)
+        return 2
 
     opts = StressOptions(
         target=args.target,
@@ -111,6 +146,8 @@ def main(argv: Sequence[str]) -> int:
         serve_args=tuple(args.serve_arg),
         quiet=args.quiet,
         workers=args.workers,
+        tools=tuple(tools),
+        arguments=arguments,
     )
     progress = Progress(quiet=args.quiet)
     try:

@@ -256,16 +256,23 @@ def _describe(report: Report) -> str:
     return f"run {run['id']} ({target['spec']}, profile {run['profile']}, {run['started_at']})"
 
 
-def compare_main(argv: Sequence[str], out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """The `bemcp stress compare` command: 0 no regression, 1 a regression, 2 a usage or file error."""
-    out, err = out or sys.stdout, err or sys.stderr
+def compare_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bemcp stress compare",
         description="Compare two report.json files; exit 1 if a gated metric regressed past the threshold.",
     )
-    parser.add_argument("old", type=Path, help="the baseline report.json")
-    parser.add_argument("new", type=Path, help="the report.json to judge")
-    parser.add_argument("--threshold", default="10%", help="the allowed change, in percent (default 10%%)")
+    parser.add_argument("old", type=Path, metavar="OLD.json", help="the baseline report.json")
+    parser.add_argument("new", type=Path, metavar="NEW.json", help="the report.json to judge")
+    parser.add_argument(
+        "--threshold", default="10%", metavar="PCT", help="the allowed change, in percent (default 10%%)"
+    )
+    return parser
+
+
+def compare_main(argv: Sequence[str], out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """The `bemcp stress compare` command: 0 no regression, 1 a regression, 2 a usage or file error."""
+    out, err = out or sys.stdout, err or sys.stderr
+    parser = compare_parser()
     try:
         args = parser.parse_args(list(argv))
     except SystemExit as e:  # argparse already printed the usage line
