@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import resource
 import shutil
@@ -71,27 +72,70 @@ def is_good_result(body: bytes) -> bool:
 # -- processes and CPUs --------------------------------------------------------------------------------
 
 
-# Set by --bemcp-src: the source tree whose `bemcp` the servers import instead of the installed one.
+# Set by --bemcp-src and --base-src: the source trees whose `bemcp` the servers import instead of the installed one.
 _bemcp_src: list[Path] = []
+_base_src: list[Path] = []
+# `bemcp.__version__` of each tree given, as a server's environment imports it (filled by verify_sources).
+_tree_versions: dict[Path, str] = {}
+
+BASE = "bemcp-base"  # the server that imports bemcp from --base-src: the earlier commit of a same-run comparison
+BEMCP_SERVERS = ("bemcp", "bemcp-bare", BASE)  # the servers that run `python -m bemcp serve`
+
+
+def _tree(path: str, flag: str) -> Path:
+    src = Path(path).resolve()
+    if not (src / "bemcp" / "__init__.py").is_file():
+        raise ValueError(f"{flag} {path}: no bemcp package there (DIR is the src/ folder, holding bemcp/)")
+    return src
 
 
 def use_bemcp_src(path: str | None) -> None:
     """Benchmark the `bemcp` package under `path` (e.g. a `git archive` snapshot) instead of the working tree."""
     if path:
-        src = Path(path).resolve()
-        if not (src / "bemcp" / "__init__.py").is_file():
-            raise SystemExit(f"--bemcp-src {path}: no bemcp package there")
-        _bemcp_src[:] = [src]
+        try:
+            _bemcp_src[:] = [_tree(path, "--bemcp-src")]
+        except ValueError as e:
+            raise SystemExit(str(e)) from None
 
 
-def child_env() -> dict[str, str]:
+def source_for(server: str | None) -> Path | None:
+    """The tree `server` imports bemcp from: bemcp-base the --base-src tree, every other server the --bemcp-src
+    tree; None means the installed (editable: working tree) package."""
+    if server == BASE:
+        if not _base_src:
+            raise ValueError(f"{BASE} needs --base-src DIR")
+        return _base_src[0]
+    return _bemcp_src[0] if _bemcp_src else None
+
+
+def child_env(server: str | None = None) -> dict[str, str]:
+    """The environment of a server process; `server` picks which bemcp tree it imports (see source_for)."""
     env = dict(os.environ)
-    # `benchmarks.apps` must be importable by `bemcp serve --app` and `python -m benchmarks.apps`; a
-    # --bemcp-src tree goes first so that it shadows the editable install.
-    parts = [*map(str, _bemcp_src), str(ROOT), env.get("PYTHONPATH", "")]
+    # `benchmarks.apps` must be importable by `bemcp serve --app` and `python -m benchmarks.apps`; the chosen tree
+    # goes first so that it shadows the editable install.
+    src = source_for(server)
+    parts = [str(src) if src else "", str(ROOT), env.get("PYTHONPATH", "")]
     env["PYTHONPATH"] = os.pathsep.join(p for p in parts if p)
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
+
+
+def verify_sources(servers: Sequence[str]) -> None:
+    """Ask each given tree's server environment which bemcp it imports, and stop if it is not that tree (e.g. an
+    install that shadows PYTHONPATH): a comparison of a tree with itself would look like a perfect result."""
+    probe = "import bemcp, sys; sys.stdout.write(bemcp.__file__ + '\\n' + getattr(bemcp, '__version__', '-'))"
+    for server in dict.fromkeys(s for s in servers if s in BEMCP_SERVERS):
+        src = source_for(server)
+        if src is None or src in _tree_versions:
+            continue
+        out = subprocess.run(
+            [PYTHON, "-c", probe], env=child_env(server), cwd=ROOT, capture_output=True, text=True, check=False
+        )
+        lines = out.stdout.splitlines()
+        if out.returncode != 0 or len(lines) != 2 or not Path(lines[0]).resolve().is_relative_to(src):
+            got = lines[0] if out.returncode == 0 and lines else out.stderr.strip()[-500:]
+            raise SystemExit(f"{server}: expected to import bemcp from {src}, got {got}")
+        _tree_versions[src] = lines[1]
 
 
 def add_source_arg(p: argparse.ArgumentParser) -> None:
@@ -100,6 +144,16 @@ def add_source_arg(p: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="benchmark the bemcp package in DIR (e.g. from `git archive HEAD src | tar -x -C /tmp/snap`, "
         "DIR=/tmp/snap/src) instead of the working tree",
+    )
+
+
+def add_base_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--base-src",
+        metavar="DIR",
+        help=f"the bemcp package the {BASE} server imports, to compare bemcp with an earlier commit in the same run "
+        f"(needs {BASE} in --servers); make it with `mkdir -p /tmp/base && git archive COMMIT src | tar -x -C "
+        f"/tmp/base`, DIR=/tmp/base/src",
     )
 
 
@@ -191,6 +245,10 @@ def package_versions(echo: str) -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"echo": echo}
+    # A given tree's own version; the installed distribution's otherwise.
+    for server, tree in (("bemcp", _bemcp_src), ("bemcp-bare", _bemcp_src), (BASE, _base_src)):
+        if tree and tree[0] in _tree_versions:
+            out[server] = _tree_versions[tree[0]]
     for server, dist in (
         ("bemcp", "bemcp"),
         ("bemcp-bare", "bemcp"),
@@ -199,7 +257,7 @@ def package_versions(echo: str) -> dict[str, str]:
         ("fastmcp", "fastmcp"),
     ):
         with contextlib.suppress(PackageNotFoundError):
-            out[server] = version(dist)
+            out.setdefault(server, version(dist))
     return out
 
 
@@ -214,6 +272,11 @@ def git_revision() -> str:
         dirty = subprocess.run(["git", "status", "--porcelain", "src"], cwd=ROOT, capture_output=True, text=True)
         return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     return "unknown"
+
+
+def base_revision() -> str | None:
+    """What the bemcp-base server ran: the --base-src tree (None without one)."""
+    return f"{_base_src[0]} (--base-src)" if _base_src else None
 
 
 # -- results -------------------------------------------------------------------------------------------
@@ -441,8 +504,11 @@ def report(
     rows = summarise(outcome.runs, ceiling)
     versions = package_versions(echo="uvicorn" if name == "http" else "-")
     code_rev = git_revision()
+    base_rev = base_revision()
     print()
     print("\n".join([*header, f"BE-MCP code {code_rev}"]))
+    if base_rev:
+        print(f"{BASE} code {base_rev}")
     print(format_table(rows, versions, conns_label))
     for r in rows:
         goal = goals.get(r.revision, goals.get(None))
@@ -455,6 +521,7 @@ def report(
         payload = {
             "benchmark": name,
             "code_revision": code_rev,
+            "base_code_revision": base_rev,
             "versions": versions,
             "settings": settings,
             "results": rows_json(rows),
@@ -476,11 +543,25 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     add_noise_args(p)
     add_source_arg(p)
+    add_base_arg(p)
 
 
-def finish_run_args(args: argparse.Namespace) -> argparse.Namespace:
-    """Apply --bemcp-src, --quick and the pinning fallback to parsed arguments."""
-    use_bemcp_src(args.bemcp_src)
+def finish_run_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """Check --servers against --base-src, apply --bemcp-src, --base-src, --quick and the pinning fallback to
+    parsed arguments, and check that each given tree is the one its servers import."""
+    servers = [s for s in args.servers.split(",") if s]
+    if args.base_src and BASE not in servers:
+        p.error(f"--base-src is only used by the {BASE} server: add it to --servers (e.g. --servers bemcp,{BASE})")
+    if BASE in servers and not args.base_src:
+        p.error(f"--servers {BASE} needs --base-src DIR, the tree of the earlier commit it imports bemcp from")
+    try:
+        if args.bemcp_src:
+            _bemcp_src[:] = [_tree(args.bemcp_src, "--bemcp-src")]
+        if args.base_src:
+            _base_src[:] = [_tree(args.base_src, "--base-src")]
+    except ValueError as e:
+        p.error(str(e))
+    verify_sources(servers)
     if args.quick:
         args.duration, args.warmup, args.rounds = type(args.duration)(3), type(args.warmup)(1), 1
     if args.no_pin or not can_pin((args.server_cpu, args.client_cpu)):
@@ -488,3 +569,75 @@ def finish_run_args(args: argparse.Namespace) -> argparse.Namespace:
             print("note: cannot pin to the requested CPUs; running unpinned", file=sys.stderr)
         args.server_cpu = args.client_cpu = None
     return args
+
+
+# -- paired ratios ---------------------------------------------------------------------------------------
+
+PROTECTION_GOAL = 0.95  # protections on keep at least this share of the protections-off throughput
+BASE_GOAL = 0.97  # a change to the call path keeps at least this share of the throughput of the commit before it
+
+
+def paired_ratios(runs: list[Run], subject: str, reference: str) -> dict[tuple[str, int], list[tuple[float, float]]]:
+    """`subject` against `reference`, paired by round within each (revision, concurrency): for each pair the calls/s
+    ratio subject / reference and the server CPU per call ratio reference / subject (so above 1 favours the
+    subject in both). On a shared machine the ratio of two runs taken seconds apart is steadier than either rate."""
+    by_key = {(r.server, r.revision, r.conns, r.round): r for r in runs}
+    groups: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    for r in runs:
+        if r.server != subject:
+            continue
+        ref = by_key.get((reference, r.revision, r.conns, r.round))
+        if ref is not None and ref.rate > 0 and r.cpu_us_per_call > 0:
+            groups.setdefault((r.revision, r.conns), []).append(
+                (r.rate / ref.rate, ref.cpu_us_per_call / r.cpu_us_per_call)
+            )
+    return groups
+
+
+def _geomean(values: Sequence[float]) -> float:
+    return math.exp(statistics.fmean(math.log(x) for x in values))
+
+
+def _stats(values: Sequence[float]) -> str:
+    return (
+        f"geometric mean {_geomean(values):.1%}, mean {statistics.fmean(values):.1%}, "
+        f"median {statistics.median(values):.1%}"
+    )
+
+
+def print_paired(runs: list[Run], subject: str, reference: str, title: str, goal: float, conns_label: str) -> None:
+    """Print `paired_ratios` over all pairs and per (revision, concurrency), each with a verdict on the geometric
+    mean of the calls/s ratios against `goal`; nothing when no pair was measured."""
+    groups = paired_ratios(runs, subject, reference)
+    if not groups:
+        return
+    print(f"\n{title}, paired by round (calls/s {subject} / {reference}; server CPU per call {reference} / {subject}):")
+
+    def verdict(rates: Sequence[float]) -> str:
+        return "meets" if _geomean(rates) >= goal else "MISSES"
+
+    every = [p for pairs in groups.values() for p in pairs]
+    rates, cpus = [p[0] for p in every], [p[1] for p in every]
+    print(
+        f"  all {len(every)} pairs: calls/s {_stats(rates)}; CPU/call {_stats(cpus)}; "
+        f"goal >= {goal:.0%} (geometric mean of calls/s): {verdict(rates)}"
+    )
+    for (revision, conns), pairs in sorted(groups.items()):
+        rates, cpus = [p[0] for p in pairs], [p[1] for p in pairs]
+        by_round = ", ".join(f"{x:.1%}" for x in rates)
+        print(
+            f"  {revision} {conns_label} {conns}: calls/s {_stats(rates)} (by round {by_round}); "
+            f"CPU/call {_stats(cpus)}; goal >= {goal:.0%}: {verdict(rates)}"
+        )
+
+
+def print_protection_cost(runs: list[Run], conns_label: str) -> None:
+    """bemcp (protections on) against bemcp-bare (off)."""
+    print_paired(runs, "bemcp", "bemcp-bare", "protections on / off", PROTECTION_GOAL, conns_label)
+
+
+def print_base_ratio(runs: list[Run], conns_label: str) -> None:
+    """bemcp (this tree) against bemcp-base (the --base-src tree, the commit before the change)."""
+    if _base_src:
+        title = f"bemcp / {BASE} ({git_revision()} / {_base_src[0]})"
+        print_paired(runs, "bemcp", BASE, title, BASE_GOAL, conns_label)

@@ -11,6 +11,7 @@ Servers (each a subprocess pinned to CPU 0 with `taskset -c 0`; wrk runs with on
 
 - bemcp:   `python -m bemcp serve --transport http --app benchmarks.apps:bemcp_app`
 - bemcp-bare: the same with `--protections off` (what the protections cost)
+- bemcp-base: the same as bemcp (protections on), importing bemcp from the --base-src tree: the commit before a change
 - sdk:     the SDK's `MCPServer` at its best: log level WARNING, json_response=True, uvicorn with uvloop + httptools,
            no access log. "vs SDK" ratios are against this one.
 - sdk-sse: the same with the SDK's default json_response=False (SSE-capable, 1.6-2.3x slower), for reference
@@ -32,6 +33,16 @@ To benchmark a fixed revision while others edit the working tree:
 
     mkdir -p /tmp/snap && git archive HEAD src | tar -x -C /tmp/snap
     .venv/bin/python benchmarks/bench_http.py --bemcp-src /tmp/snap/src
+
+To compare a change with the commit before it in the same run (bemcp imports the working tree or --bemcp-src,
+bemcp-base the --base-src tree; the two alternate like every other pair of servers):
+
+    mkdir -p /tmp/base && git archive HEAD~1 src | tar -x -C /tmp/base
+    .venv/bin/python benchmarks/bench_http.py --servers bemcp,bemcp-base --base-src /tmp/base/src --rounds 4
+
+After the table it prints "bemcp / bemcp-base" (and "protections on / off" when bemcp-bare ran): the ratios of runs
+paired by round, calls/s and server CPU per call, with a verdict on the geometric mean of calls/s against the goal
+(>= 97 % of the base; >= 95 % of protections off).
 """
 
 from __future__ import annotations
@@ -40,9 +51,7 @@ import argparse
 import contextlib
 import functools
 import http.client
-import math
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -60,7 +69,8 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 from benchmarks import _common as c
 from benchmarks.apps import fastmcp_available
 
-SERVERS = ("bemcp", "bemcp-bare", "sdk", "sdk-sse", "fastmcp", "echo")
+SERVERS = ("bemcp", "bemcp-bare", c.BASE, "sdk", "sdk-sse", "fastmcp", "echo")
+DEFAULT_SERVERS = ",".join(s for s in SERVERS if s != c.BASE)  # bemcp-base only with --base-src
 CEILING = "echo"
 READY_TIMEOUT = 40.0
 
@@ -80,7 +90,7 @@ class Server:
 
 
 def server_cmd(name: str, port: int) -> list[str]:
-    if name in ("bemcp", "bemcp-bare"):
+    if name in c.BEMCP_SERVERS:  # bemcp-base: bemcp's command, run on the --base-src tree (see c.child_env)
         args = ["serve", "--transport", "http", "--app", "benchmarks.apps:bemcp_app", "--port", str(port)]
         # bemcp-bare: the protections (shedding, admission, memory sampler, watchdog, metrics, task log) off,
         # to measure what they cost beside the protected server in the same run.
@@ -151,7 +161,11 @@ def running(name: str, cpu: int | None, logdir: Path) -> Iterator[Server]:
     log = logdir / f"{name}-{port}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            c.pinned(server_cmd(name, port), cpu), stdout=out, stderr=subprocess.STDOUT, env=c.child_env(), cwd=c.ROOT
+            c.pinned(server_cmd(name, port), cpu),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=c.child_env(name),
+            cwd=c.ROOT,
         )
     server = Server(name, proc, port, log)
     try:
@@ -278,9 +292,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=int, default=8, help="whole seconds per measured run (default 8)")
     p.add_argument("--warmup", type=int, default=2, help="whole seconds of warm-up per run; 0: none (default 2)")
     p.add_argument("--conns", default="16,64", help="comma-separated connection counts (default 16,64)")
-    p.add_argument("--servers", default=",".join(SERVERS), help=f"subset of {','.join(SERVERS)}")
+    p.add_argument(
+        "--servers", default=DEFAULT_SERVERS, help=f"subset of {','.join(SERVERS)} (default {DEFAULT_SERVERS})"
+    )
     c.add_run_args(p)
-    return c.finish_run_args(p.parse_args(argv))
+    return c.finish_run_args(p, p.parse_args(argv))
 
 
 def targets_for(servers: list[str], revisions: list[str]) -> list[Target]:
@@ -328,7 +344,7 @@ def _round(
         # server always runs first: A B C, C B A, A B C ...
         for target in targets if rnd % 2 == 0 else targets[::-1]:
             n += 1
-            label = f"[{n}/{total}] round {rnd + 1} {target.server:8s} {target.revision} c={conns}"
+            label = f"[{n}/{total}] round {rnd + 1} {target.server:10s} {target.revision} c={conns}"
             server = live[target.server]
             others = [s.proc.pid for s in live.values() if s is not server]
             c.measure_into(
@@ -368,45 +384,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     ceiling = CEILING if CEILING in servers else None
     code = c.report("http", header, outcome, ceiling, "conns", {c.MODERN: 5.0}, settings, args.json)
-    print_protection_cost(outcome.runs)
+    c.print_protection_cost(outcome.runs, "conns")
+    c.print_base_ratio(outcome.runs, "conns")
     return code
-
-
-PROTECTION_GOAL = 0.95  # protections on keep at least this share of the protections-off throughput
-
-
-def print_protection_cost(runs: list[c.Run]) -> None:
-    """bemcp (protections on) against bemcp-bare (off), paired round by round: on a shared machine the ratio of
-    two runs taken seconds apart is steadier than either rate, and its median steadier still."""
-    by_key = {(r.server, r.revision, r.conns, r.round): r for r in runs}
-    groups: dict[tuple[str, int], list[tuple[float, float]]] = {}
-    for r in runs:
-        if r.server != "bemcp":
-            continue
-        bare = by_key.get(("bemcp-bare", r.revision, r.conns, r.round))
-        if bare is not None and bare.rate > 0 and r.cpu_us_per_call > 0:
-            groups.setdefault((r.revision, r.conns), []).append(
-                (r.rate / bare.rate, bare.cpu_us_per_call / r.cpu_us_per_call)
-            )
-    if not groups:
-        return
-    print("\nprotections on / off, paired by round (calls/s ratio; server CPU per call, off / on):")
-    every = [p[0] for pairs in groups.values() for p in pairs]
-    geo = math.exp(statistics.fmean(math.log(x) for x in every))
-    print(
-        f"  all {len(every)} pairs: geometric mean {geo:.1%}, mean {statistics.fmean(every):.1%}, "
-        f"median {statistics.median(every):.1%}; goal >= {PROTECTION_GOAL:.0%} (geometric mean): "
-        + ("meets" if geo >= PROTECTION_GOAL else "MISSES")
-    )
-    for (revision, conns), pairs in sorted(groups.items()):
-        rates = sorted(p[0] for p in pairs)
-        cpus = sorted(p[1] for p in pairs)
-        median = statistics.median(rates)
-        verdict = "meets" if median >= PROTECTION_GOAL else "MISSES"
-        print(
-            f"  {revision} conns {conns}: median {median:.1%} (rounds {', '.join(f'{x:.1%}' for x in rates)}); "
-            f"CPU/call median {statistics.median(cpus):.1%}; goal >= {PROTECTION_GOAL:.0%}: {verdict}"
-        )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ Each run starts a fresh server subprocess pinned to CPU 0 (`taskset -c 0`):
 
 - bemcp: `python -m bemcp serve --transport stdio --app benchmarks.apps:bemcp_app`
 - bemcp-bare (opt-in with --servers): the same with `--protections off`
+- bemcp-base (opt-in with --servers, needs --base-src DIR): the same as bemcp, importing bemcp from DIR
 - sdk:   the SDK's `MCPServer.run()` (stdio), log level WARNING
 - echo:  a uvloop line reader that parses each request with orjson and writes a tools/call-shaped result (the ceiling)
 - fastmcp (opt-in with --servers): FastMCP's stdio transport
@@ -22,7 +23,9 @@ first runs `initialize` and `notifications/initialized`; for 2026-07-28 every re
 A response that is not a proper result for an id we sent counts as an error. Runs alternate across servers.
 
 Columns and noise handling are as in bench_http.py (`cpu us/call` is the server's CPU time per call; runs wait for a
-lull and are re-measured when other processes disturbed them); --bemcp-src DIR benchmarks a snapshot of src/.
+lull and are re-measured when other processes disturbed them); --bemcp-src DIR benchmarks a snapshot of src/, and
+`--servers bemcp,bemcp-base --base-src DIR` compares it in the same run with an earlier commit's tree, printing the
+"bemcp / bemcp-base" ratios paired by round (and "protections on / off" when bemcp-bare ran).
 """
 
 from __future__ import annotations
@@ -50,14 +53,14 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 from benchmarks import _common as c
 from benchmarks.apps import fastmcp_available
 
-SERVERS = ("bemcp", "bemcp-bare", "sdk", "echo", "fastmcp")
+SERVERS = ("bemcp", "bemcp-bare", c.BASE, "sdk", "echo", "fastmcp")
 DEFAULT_SERVERS = "bemcp,sdk,echo"
 CEILING = "echo"
 STALL_TIMEOUT = 15.0  # seconds without a single response before a run is declared stuck
 
 
 def server_cmd(name: str) -> list[str]:
-    if name in ("bemcp", "bemcp-bare"):
+    if name in c.BEMCP_SERVERS:  # bemcp-base: bemcp's command, run on the --base-src tree (see c.child_env)
         args = ["serve", "--transport", "stdio", "--app", "benchmarks.apps:bemcp_app", "--log-level", "warning"]
         bare = ["--protections", "off"] if name == "bemcp-bare" else []  # what the protections cost
         return [c.PYTHON, "-m", "bemcp", *args, *bare]
@@ -124,7 +127,7 @@ def running(name: str, cpu: int | None, logdir: Path) -> Iterator[Stdio]:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=err,
-            env=c.child_env(),
+            env=c.child_env(name),
             cwd=c.ROOT,
         )
     try:
@@ -289,7 +292,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--windows", default="16,64", help="comma-separated requests in flight (default 16,64)")
     p.add_argument("--servers", default=DEFAULT_SERVERS, help=f"subset of {','.join(SERVERS)}")
     c.add_run_args(p)
-    return c.finish_run_args(p.parse_args(argv))
+    return c.finish_run_args(p, p.parse_args(argv))
 
 
 def run_all(args: argparse.Namespace, targets: list[tuple[str, str]], windows: list[int]) -> c.Outcome:
@@ -301,7 +304,7 @@ def run_all(args: argparse.Namespace, targets: list[tuple[str, str]], windows: l
             for window in windows:
                 for name, revision in targets:  # alternate: every target once before any target twice
                     n += 1
-                    label = f"[{n}/{total}] round {rnd + 1} {name:8s} {revision} window={window}"
+                    label = f"[{n}/{total}] round {rnd + 1} {name:10s} {revision} window={window}"
                     c.measure_into(
                         outcome,
                         label,
@@ -337,7 +340,10 @@ def main(argv: list[str] | None = None) -> int:
         "client_cpu": args.client_cpu,
     }
     ceiling = CEILING if CEILING in servers else None
-    return c.report("stdio", header, outcome, ceiling, "window", {None: 10.0}, settings, args.json)
+    code = c.report("stdio", header, outcome, ceiling, "window", {None: 10.0}, settings, args.json)
+    c.print_protection_cost(outcome.runs, "window")
+    c.print_base_ratio(outcome.runs, "window")
+    return code
 
 
 if __name__ == "__main__":
