@@ -16,7 +16,7 @@ from tests.procs import ROOT
 REPORT_FILES = ("report.json", "report.md", "report.html", "stress.log")
 
 
-def _env() -> dict[str, str]:
+def cli_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     env.pop("FORCE_COLOR", None)
@@ -28,7 +28,7 @@ def stress(*args: str, timeout: float = 240.0) -> subprocess.CompletedProcess[st
     return subprocess.run(
         [sys.executable, "-m", "bemcp", "stress", *args],
         cwd=ROOT,
-        env=_env(),
+        env=cli_env(),
         capture_output=True,
         text=True,
         timeout=timeout,

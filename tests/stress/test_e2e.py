@@ -8,7 +8,7 @@
 - a target that dies mid-run is a finding (FAIL, all reports written), not a crash of the tester;
 - `make run`'s job: the quick profile against the embedded server, all four files, consistent, in < 120 s.
 
-The whole file takes about four minutes on two cores; the full-profile runs are most of it.
+The whole file takes about four minutes on two cores; the full-profile runs (marked slow) are most of it.
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ def check_sdk(report: dict[str, Any]) -> None:
     assert "ping" in target["tools_used"]  # the cheap tool carries the plain load
 
 
+@pytest.mark.slow
 def test_sdk_over_http_quick_profile(tmp_path: Path) -> None:
     out = tmp_path / "sdk-http"
     with running_http() as url:
@@ -79,6 +80,7 @@ def test_sdk_over_http_quick_profile(tmp_path: Path) -> None:
     assert report["target"]["kind"] == "http" and report["target"]["spec"] == url
 
 
+@pytest.mark.slow
 def test_sdk_over_stdio_quick_profile(tmp_path: Path) -> None:
     out = tmp_path / "sdk-stdio"
     # sdk_app imports tests.procs, so it runs as a module from the repository root (as `stress` runs).
@@ -100,6 +102,7 @@ def _node() -> str | None:
     return shutil.which("node")
 
 
+@pytest.mark.slow
 def test_server_everything_over_stdio_quick_profile(tmp_path: Path) -> None:
     if not EVERYTHING_JS.exists():
         pytest.skip(f"@modelcontextprotocol/server-everything is not installed at {EVERYTHING_JS} (run `make setup`)")
@@ -194,6 +197,7 @@ def test_rate_phase_does_not_call_a_slow_tool_saturated(tmp_path: Path) -> None:
 # -- 4. compare flags a slowed server --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_compare_flags_a_slowed_server(tmp_path: Path) -> None:
     reports: dict[str, Path] = {}
     for name in ("fast", "slow"):  # the same echo; the slow one sleeps 100 ms in it
@@ -295,6 +299,7 @@ def test_a_target_that_dies_is_a_finding(tmp_path: Path, transport: str) -> None
 # -- 7. `make run`'s job: the quick profile against the embedded server ----------------------------------
 
 
+@pytest.mark.slow
 def test_embedded_quick_profile_like_make_run(tmp_path: Path) -> None:
     out = tmp_path / "embedded"
     started = time.monotonic()
@@ -311,4 +316,8 @@ def test_embedded_quick_profile_like_make_run(tmp_path: Path) -> None:
         ("tsunami", "avalanche", "chaos", "rate", "soak"), "completed"
     )
     assert report["phases"]["avalanche"]["results"]["rejected_above_mb"] is not None  # the budget held
+    # The workload's echo carries the load, never the built-in server_health (it skips admission control).
+    load = report["load"]
+    assert load["source"] == "ranked" and [e["name"] for e in load["mix"]] == ["echo"]
+    assert load["tools"][0]["name"] == "echo" and "server_health" not in {t["name"] for t in load["tools"]}
     assert (out / "embedded-server.log").exists()

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from tests.procs import ROOT
-from tests.stress.test_e2e import _env, no_traceback, stress
+from tests.stress.cli_run import cli_env, no_traceback, stress
 
 ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
 # The rate phase alone on its fixed ladder (no tsunami first): about ten seconds.
@@ -29,7 +29,7 @@ def _on_a_terminal(out: Path) -> tuple[int, bytes, str]:
         stderr=slave,
         stdin=subprocess.DEVNULL,
         cwd=ROOT,
-        env={**_env(), "COLUMNS": "200", "TERM": "xterm-256color"},
+        env={**cli_env(), "COLUMNS": "200", "TERM": "xterm-256color"},
     )
     os.close(slave)
     seen = b""

@@ -65,6 +65,7 @@ def unanswered(report: dict[str, Any]) -> int:
     )
 
 
+@pytest.mark.slow  # about 25 s: the quick profile's tsunami and rate
 def test_a_user_app_with_one_read_only_tool_gets_the_load(tmp_path: Path) -> None:
     out = tmp_path / "one"
     with http_server(app="tests.stress.user_app:one", tmp=tmp_path) as server:
@@ -90,6 +91,7 @@ def test_a_user_app_with_one_read_only_tool_gets_the_load(tmp_path: Path) -> Non
     assert hdr["passed"] and hdr["detail"].startswith(f"{steps + 1} encoded histograms")
 
 
+@pytest.mark.slow  # about 25 s: the quick profile's tsunami and rate
 def test_tool_picks_exactly_the_tools_it_names_in_its_mix(tmp_path: Path) -> None:
     out = tmp_path / "two"
     mix = ("--tool", "forecast=3", "--tool", "geocode=1")

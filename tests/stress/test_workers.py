@@ -25,7 +25,7 @@ from bemcp.stress.recorder import Recorder
 from bemcp.stress.targets import HttpTarget
 from bemcp.stress.workers import WorkerPool
 from tests.procs import ROOT, HttpServer, http_server
-from tests.stress.test_e2e import check_outputs, no_traceback, stress
+from tests.stress.cli_run import check_outputs, no_traceback, stress
 
 ECHO = Call("echo", {"text": "x"})
 

@@ -255,12 +255,9 @@ class Discovery:
         return own
 
     def ranked(self) -> list[Tool]:
-        """The target's own callable tools, the cheapest-looking first (`rank_key`); the workload's echo leads
-        on a server that has only BE-MCP's tools."""
-        own = self.own()
-        if self.workload is not None and self.workload.has("echo") and all(t.name in WORKLOAD_TOOLS for t in own):
-            return sorted(own, key=lambda t: (t.name != "echo", *rank_key(t)))
-        return sorted(own, key=rank_key)
+        """The target's own callable tools, the cheapest-looking first (`rank_key`): on a server with only
+        BE-MCP's tools, the workload's echo (the workload set is only recognised with its echo)."""
+        return sorted(self.own(), key=rank_key)
 
     def load_tool(self) -> Tool | None:
         """The tool for plain load: the best-ranked of the target's own tools; None when it has none."""

@@ -29,6 +29,7 @@ from bemcp.stress.profiles import PROFILES
 from bemcp.stress.progress import Progress
 from bemcp.stress.recorder import Recorder
 from bemcp.stress.report import finalize, write_all
+from bemcp.stress.report.narrative import no_tool_sentence
 from bemcp.stress.sampler import Sampler
 from bemcp.stress.selection import ToolSpec, plan_load
 from bemcp.stress.targets import HttpTarget, Target, TargetError, parse_target
@@ -132,13 +133,7 @@ async def run(
         findings: list[Finding] = []
         if plan.source == "protocol":
             findings.append(
-                Finding(
-                    "warning",
-                    "run",
-                    f"No tool was measured: the load ran on {plan.note}, which exercises only the transport and "
-                    "the protocol handling." + (f" {plan.hint[0].upper()}{plan.hint[1:]}." if plan.hint else ""),
-                    {"methods": plan.mix.names},
-                )
+                Finding("warning", "run", no_tool_sentence(plan.note, plan.hint), {"methods": plan.mix.names})
             )
         sampler = Sampler(metrics_url=target.metrics_url, pid=target.pid, t0=recorder.t0)
         pool = SessionPool(target)

@@ -15,14 +15,15 @@ the target lists and builds the `LoadPlan` the load phases draw their calls from
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import random
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
 
 from bemcp.stress.client import is_modern
-from bemcp.stress.discovery import Discovery, Tool, is_builtin, method_call, skip_reason
+from bemcp.stress.discovery import Call, Discovery, Tool, is_builtin, method_call, skip_reason
 from bemcp.stress.mix import Mix, MixEntry
 from bemcp.stress.targets import TargetError
 
@@ -178,7 +179,7 @@ def plan_load(
     return LoadPlan("protocol", mix, note, hint)
 
 
-def _constant(method: str) -> Any:
+def _constant(method: str) -> Callable[[random.Random], Call]:
     call = method_call(method)
     return lambda rng: call
 

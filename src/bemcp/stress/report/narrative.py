@@ -152,17 +152,22 @@ def load_rows(report: Report) -> list[list[str]]:
     return rows
 
 
+def no_tool_sentence(note: str, hint: str | None) -> str:
+    """What a run on protocol methods says about itself (`note`, `hint`: the load plan's)."""
+    advice = f" {hint[0].upper()}{hint[1:]}." if hint else ""
+    return (
+        f"No tool was measured: the load ran on {note}, which exercises only the transport and the protocol "
+        f"handling.{advice}"
+    )
+
+
 def load_sentence(report: Report) -> str | None:
     """One sentence on what carried the load (None without a `load` section)."""
     load = report.get("load")
     if not load:
         return None
     if load["source"] == "protocol":
-        hint = f" {load['hint'][0].upper()}{load['hint'][1:]}." if load.get("hint") else ""
-        return (
-            f"No tool was measured: the load ran on {load['note']}, which exercises only the transport and the "
-            f"protocol handling.{hint}"
-        )
+        return no_tool_sentence(load["note"], load.get("hint"))
     top = load["tools"][:3]
     shares = ", ".join(f"{t['name']} {fmt.pct(t['share'])}" for t in top)
     return f"Load: {load['note']}. Of {fmt.integer(load['tool_calls'])} tool calls: {shares or 'none'}."
