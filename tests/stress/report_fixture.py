@@ -352,7 +352,7 @@ def _load(phases: dict[str, Any]) -> dict[str, Any]:
     total = sum(counts.values())
     return {
         "source": "ranked",
-        "note": "echo: the cheapest-looking of the target's 8 callable tools (--tool picks others, or a mix)",
+        "note": "echo, the cheapest-looking of the target's 8 callable tools (--tool picks others, or a mix)",
         "hint": None,
         "mix": [{"name": "echo", "kind": "tool", "weight": 1.0, "share": 1.0, "arguments": "generated"}],
         "tool_calls": total,

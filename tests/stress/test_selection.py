@@ -138,6 +138,7 @@ async def test_tool_picks_exactly_what_it_names_builtins_included() -> None:
     found = await _found(HEALTH, _tool("lookup", readOnlyHint=True), _tool("save", required=("text",)))
     plan = plan_load(found, tools=[ToolSpec("server_health", 1), ToolSpec("lookup", 3)])
     assert plan.source == "--tool" and plan.mix.names == ["server_health", "lookup"]
+    assert plan.note == "server_health (weight 1), lookup (weight 3), as --tool asked"
     drawn = Counter(plan.mix(random.Random(0)).name for _ in range(plan.mix.period * 25))
     assert drawn == {"lookup": 75, "server_health": 25}
     # Not read-only: allowed with --allow-writes, and it then gets generated arguments.
@@ -190,7 +191,7 @@ async def test_no_callable_tool_means_protocol_methods_and_says_which_flag(revis
 
 def test_the_load_section_counts_tools_and_methods_apart() -> None:
     mix = Mix([MixEntry("a", 3, lambda r: Call("a")), MixEntry("b", 1, lambda r: Call("b"))])
-    section = LoadPlan("--tool", mix, "--tool: a, b").section(
+    section = LoadPlan("--tool", mix, "a (weight 3), b (weight 1), as --tool asked").section(
         {"a": 300, "b": 100, "chaos:malformed": 7, "rpc:ping": 5, "allocate_memory": 0}
     )
     assert [(e["name"], e["share"]) for e in section["mix"]] == [("a", 0.75), ("b", 0.25)]

@@ -82,7 +82,7 @@ def test_a_user_app_with_one_read_only_tool_gets_the_load(tmp_path: Path) -> Non
     # The app saw the calls the report counts (plus any the tester gave up on), and the server saw no other.
     assert calls["lookup"] <= seen_by_app["lookup"] <= calls["lookup"] + unanswered(report)
     assert seen_by_server == seen_by_app["lookup"]
-    assert "load: lookup: the target's only callable tool of its own" in proc.stderr
+    assert "load: lookup, the target's only callable tool of its own" in proc.stderr
     md = (out / "report.md").read_text()
     assert f"| lookup | tool | 1 | 100% | {calls['lookup']:,} |" in md
     # Other HdrHistogram tools can read its histograms: the report's own check decoded every one with hdrh.

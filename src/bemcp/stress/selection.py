@@ -159,7 +159,8 @@ def plan_load(
             )
             entries.append(_entry(discovery, tool, spec.weight))
         mix = Mix(entries)
-        return LoadPlan("--tool", mix, "--tool: " + ", ".join(f"{e.name} (weight {e.weight:g})" for e in entries))
+        named = ", ".join(f"{e.name} (weight {e.weight:g})" for e in entries)
+        return LoadPlan("--tool", mix, f"{named}, as --tool asked")
     ranked = discovery.ranked()
     if ranked:
         top = ranked[0]
@@ -169,7 +170,7 @@ def plan_load(
             if others
             else "the target's only callable tool of its own"
         )
-        return LoadPlan("ranked", Mix([_entry(discovery, top, 1.0)]), f"{top.name}: {why}")
+        return LoadPlan("ranked", Mix([_entry(discovery, top, 1.0)]), f"{top.name}, {why}")
     methods = (
         ("tools/list", "server/discover") if revision is not None and is_modern(revision) else ("ping", "tools/list")
     )
