@@ -107,7 +107,7 @@ async def test_samples_a_bemcp_server_through_metrics_and_psutil(server: HttpSer
     assert all(s.source == "metrics" for s in samples)
     assert all(s.rss_bytes is not None and s.rss_bytes > 10e6 for s in samples)
     assert all(s.memory_budget_bytes is not None and s.memory_budget_bytes > 0 for s in samples)
-    # CPU comes from psutil (BE-MCP exports no process_* metrics), from the second sample on.
+    # CPU is a rate, from the second sample on (from process_cpu_seconds_total, or psutil without it).
     assert samples[0].cpu_percent is None and all(s.cpu_percent is not None for s in samples[1:])
     assert samples[0].concurrency_limit == 1
     assert max(s.in_flight or 0 for s in samples) == 1  # the one admitted sleep was seen running

@@ -5,7 +5,8 @@ Target side, in order of preference:
 1. the target's Prometheus `/metrics` (BE-MCP's `bemcp_*` metrics, and the
    generic `process_*` ones any Prometheus client library exports);
 2. psutil on the target's pid (RSS and CPU), used for whatever the metrics
-   lack (BE-MCP exports RSS but not CPU) or alone when there are no metrics;
+   lack (a server without `process_cpu_seconds_total`) or alone when there are
+   no metrics;
 3. nothing, when neither is available (a remote server without /metrics).
 
 Client side: psutil on this process and on any worker processes. A step is
