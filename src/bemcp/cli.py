@@ -28,9 +28,9 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p = sub.add_parser(
         "serve",
         help="run an MCP server",
-        description="Serve an MCP app over Streamable HTTP or stdio. Every flag also reads BEMCP_<FLAG> from the "
-        "environment (BEMCP_PORT=9000) and <flag> from the TOML file given with --config; flags win over the "
-        "environment, which wins over the file.",
+        description="Serve an MCP app over Streamable HTTP or stdio.\n\n"
+        "Every flag also reads BEMCP_<FLAG> from the environment (BEMCP_PORT=9000) and <flag> from the\n"
+        "TOML file given with --config; flags win over the environment, which wins over the file.",
         epilog="examples:\n  bemcp serve weather.py\n  bemcp serve weather:app --port 9000\n"
         "  bemcp serve weather.py --transport stdio",
         formatter_class=argparse.RawDescriptionHelpFormatter,
