@@ -9,7 +9,6 @@ from collections.abc import Iterable, Iterator
 from itertools import pairwise
 from pathlib import Path
 
-import orjson
 import psutil
 import pytest
 from prometheus_client.metrics_core import Metric
@@ -17,7 +16,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families
 
 from bemcp.stress.sampler import parse_prometheus
-from tests.procs import MODERN_META, HttpServer, http_server
+from tests.procs import HttpServer, http_server, post_call
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -67,36 +66,10 @@ def server(tmp_path: Path) -> Iterator[HttpServer]:
         yield s
 
 
-async def call(port: int, tool: str, args: dict[str, object]) -> int:
-    """One 2026-07-28 `tools/call` on a fresh connection; returns the HTTP status."""
-    body = orjson.dumps(
-        {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "tools/call",
-            "params": {"name": tool, "arguments": args, "_meta": MODERN_META},
-        }
-    )
-    head = (
-        f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-        "Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\n"
-        f"Mcp-Method: tools/call\r\nMcp-Name: {tool}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    )
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(head.encode() + body)
-        await writer.drain()
-        status = await reader.readline()
-        await reader.read()
-        return int(status.split()[1])
-    finally:
-        writer.close()
-
-
 async def make_calls(port: int) -> tuple[int, int, int]:
     """ECHOES echo calls one by one, then SLEEPERS concurrent sleeps; returns (answered, refused, sleeps run)."""
-    echoes = [await call(port, "echo", {"text": "hi"}) for _ in range(ECHOES)]
-    sleeps = await asyncio.gather(*(call(port, "sleep", {"seconds": SLEEP_S}) for _ in range(SLEEPERS)))
+    echoes = [await post_call(port, "echo", {"text": "hi"}) for _ in range(ECHOES)]
+    sleeps = await asyncio.gather(*(post_call(port, "sleep", {"seconds": SLEEP_S}) for _ in range(SLEEPERS)))
     assert echoes == [200] * ECHOES
     assert set(sleeps) <= {200, 503}
     return echoes.count(200) + sleeps.count(200), sleeps.count(503), sleeps.count(200)

@@ -11,7 +11,6 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 
-import orjson
 import pytest
 
 from bemcp.stress.sampler import (
@@ -21,7 +20,7 @@ from bemcp.stress.sampler import (
     fetch_text,
     parse_prometheus,
 )
-from tests.procs import MODERN_META, HttpServer, free_port, http_server, stop
+from tests.procs import HttpServer, free_port, http_server, post_call, stop
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -66,37 +65,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpServer]:
         yield s
 
 
-async def post_sleep(port: int, req_id: int, seconds: float) -> int:
-    """One 2026-07-28 `tools/call` of `sleep` over a fresh connection; returns the HTTP status."""
-    body = orjson.dumps(
-        {
-            "jsonrpc": "2.0",
-            "id": req_id,
-            "method": "tools/call",
-            "params": {"name": "sleep", "arguments": {"seconds": seconds}, "_meta": MODERN_META},
-        }
-    )
-    head = (
-        f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-        "Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\n"
-        f"Mcp-Method: tools/call\r\nMcp-Name: sleep\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    )
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(head.encode() + body)
-        await writer.drain()
-        status = await reader.readline()
-        await reader.read()
-        return int(status.split()[1])
-    finally:
-        writer.close()
-
-
 async def test_samples_a_bemcp_server_through_metrics_and_psutil(server: HttpServer) -> None:
     sampler = Sampler(metrics_url=f"{server.base}/metrics", pid=server.proc.pid, interval=0.1)
     async with sampler:
         assert sampler.running
-        statuses = await asyncio.gather(*(post_sleep(server.port, i, 0.4) for i in range(4)))
+        statuses = await asyncio.gather(*(post_call(server.port, "sleep", {"seconds": 0.4}, i) for i in range(4)))
         await asyncio.sleep(0.2)
     assert not sampler.running
     assert sorted(statuses) == [200, 503, 503, 503]
