@@ -37,6 +37,7 @@ def configure_logging(cfg: ServeSettings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if cfg.debug else getattr(logging, cfg.log_level.upper(), logging.WARNING))
+    logging.getLogger("bemcp.start").setLevel(logging.INFO)  # the start line shows at every level
 
 
 def runtime_config(cfg: ServeSettings) -> RuntimeConfig:
@@ -104,12 +105,8 @@ def supervise_script() -> None:
     sys.exit(Supervisor([sys.executable, *sys.orig_argv[1:]], env=env).run())
 
 
-_started = logging.getLogger("bemcp.start")
-_started.setLevel(logging.INFO)  # the start line shows at the default level (warning) too
-
-
 def announce(server: Server, cfg: ServeSettings, where: str) -> None:
-    _started.info("%s", start_line(server, cfg, where))
+    logging.getLogger("bemcp.start").info("%s", start_line(server, cfg, where))
 
 
 # -- HTTP ----------------------------------------------------------------------
