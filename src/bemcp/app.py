@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 from bemcp import schema
 
 if TYPE_CHECKING:
+    from bemcp.protocol.notify import Notifier
     from bemcp.transports.http import HttpTransport
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -128,11 +129,35 @@ class App:
         self.title = title
         self.instructions = instructions
         self.lifespan = lifespan
+        # Notifiers of the servers serving this app now (see bemcp.protocol.notify); a tuple, read from any thread.
+        self._notifiers: tuple[Notifier, ...] = ()
         self.tools: dict[str, ToolDef] = {}
         self.resources: dict[str, ResourceDef] = {}
         self.templates: dict[str, ResourceDef] = {}
         self.prompts: dict[str, PromptDef] = {}
         self.completion_handler: CompletionHandler | None = None
+
+    # -- change notifications ------------------------------------------------
+
+    def notify_resource_updated(self, uri: str) -> None:
+        """Tell the clients subscribed to `uri` that it changed (`notifications/resources/updated`).
+
+        Callable from any thread, and at once: delivery happens on the serving loop. A no-op while not serving.
+        """
+        for notifier in self._notifiers:
+            notifier.resource_updated(uri)
+
+    def _changed(self, kind: str) -> None:
+        for notifier in self._notifiers:
+            notifier.list_changed(kind)
+
+    def attach(self, notifier: Notifier) -> None:
+        """Report this app's changes to `notifier` (a server's, while it serves)."""
+        if notifier not in self._notifiers:
+            self._notifiers = (*self._notifiers, notifier)
+
+    def detach(self, notifier: Notifier) -> None:
+        self._notifiers = tuple(n for n in self._notifiers if n is not notifier)
 
     # -- serving -----------------------------------------------------------
 
@@ -271,7 +296,13 @@ class App:
             essential=essential,
         )
         self.tools[tool_name] = tool
+        self._changed("tools")
         return tool
+
+    def remove_tool(self, name: str) -> None:
+        """Stop offering a tool; clients that listen hear `tools/list_changed`. KeyError if there is none."""
+        del self.tools[name]
+        self._changed("tools")
 
     # -- resources ---------------------------------------------------------
 
@@ -305,9 +336,18 @@ class App:
             else:
                 wire["uri"] = uri
                 self.resources[uri] = ResourceDef(uri, fn, _is_async(fn), sig, mime_type, wire)
+            self._changed("resources")
             return fn
 
         return register
+
+    def remove_resource(self, uri: str) -> None:
+        """Stop offering a resource or template (by its URI or URI template). KeyError if there is none."""
+        if uri in self.resources:
+            del self.resources[uri]
+        else:
+            del self.templates[uri]
+        self._changed("resources")
 
     def find_resource(self, uri: str) -> tuple[ResourceDef, dict[str, str]] | None:
         res = self.resources.get(uri)
@@ -350,9 +390,15 @@ class App:
             if desc:
                 wire["description"] = desc
             self.prompts[prompt_name] = PromptDef(prompt_name, f, _is_async(f), sig, wire)
+            self._changed("prompts")
             return f
 
         return register(fn) if fn is not None else register
+
+    def remove_prompt(self, name: str) -> None:
+        """Stop offering a prompt. KeyError if there is none."""
+        del self.prompts[name]
+        self._changed("prompts")
 
     # -- completion --------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """`Lifecycle`: bring up what a served App needs, and take it down in reverse.
 
 Start: the runtime (on the serving loop), then the app's own lifespan (`App(lifespan=...)`), whose yielded state
-tools read as `ctx.state`. Stop: the lifespan's exit (closing the user's pools and clients), then the runtime.
+tools read as `ctx.state`, then change notifications. Stop: in reverse; the lifespan's exit closes the user's pools
+and clients before the runtime stops.
 
 The lifespan is entered and left inside one task that this object owns, so a context manager built on a task
 group or a cancel scope (anyio, asyncpg pools, httpx clients) sees one task throughout, even when start and stop
@@ -54,6 +55,8 @@ class Lifecycle:
                     self._holder = self._release = None
                     runtime.stop()
                     raise
+            self.server.notifier.start()
+            self.server.app.attach(self.server.notifier)
             self.started = True
 
     async def _hold(self, lifespan: Lifespan, ready: asyncio.Future[None]) -> None:
@@ -72,7 +75,9 @@ class Lifecycle:
             self.server.state = None
 
     async def stop(self) -> None:
-        """Leave the app's lifespan (its errors are logged), then stop the runtime."""
+        """Stop change notifications, leave the app's lifespan (its errors are logged), then stop the runtime."""
+        self.server.app.detach(self.server.notifier)
+        await self.server.notifier.stop()
         holder, self._holder = self._holder, None
         if holder is not None and self._release is not None:
             self._release.set()

@@ -25,6 +25,7 @@ from bemcp.errors import InvalidParams, McpError, MethodNotFound, ResourceNotFou
 from bemcp.protocol import codes, jsonrpc, mrtr, versions
 from bemcp.protocol.exchange import LOG_RANK, Exchange, Peer
 from bemcp.protocol.jsonrpc import Kind, Message
+from bemcp.protocol.notify import FILTER_KEYS, SUBSCRIPTION_ID, Listener, Notifier
 from bemcp.runtime.runtime import Runtime
 
 log = logging.getLogger("bemcp.protocol")
@@ -71,6 +72,7 @@ class Server:
         self.extra_tools = {k: v for k, v in (extra_tools or {}).items() if k not in app.tools}
         self.peers: set[Peer] = set()
         self.state: Any = None  # what the app's lifespan yielded (see bemcp.lifecycle), for ctx.state
+        self.notifier = Notifier(self.peers)
         self._handlers: dict[str, Handler] = {
             "initialize": self._initialize,
             "ping": self._ping,
@@ -86,6 +88,7 @@ class Server:
             "prompts/get": self._get_prompt,
             "completion/complete": self._complete,
             "logging/setLevel": self._set_level,
+            "subscriptions/listen": self._listen,
         }
         self._server_info_meta = {versions.META_SERVER_INFO: self.server_info()}
         self._signer = mrtr.StateSigner()
@@ -97,13 +100,8 @@ class Server:
     # -- entry points ------------------------------------------------------
 
     def capabilities(self, modern: bool = False) -> dict[str, Any]:
-        """What this server offers. Every handler exists, so every feature is declared.
-
-        Change notifications are declared only on the handshake era: on
-        2026-07-28 they ride `subscriptions/listen`, which is not served yet.
-        """
-        if modern:
-            return {"tools": {}, "resources": {}, "prompts": {}, "completions": {}, "logging": {}}
+        """What this server offers. Every handler exists, so every feature is declared; change notifications
+        are sent (see `Notifier`): unsolicited on the handshake era, on `subscriptions/listen` on 2026-07-28."""
         return {
             "tools": {"listChanged": True},
             "resources": {"subscribe": True, "listChanged": True},
@@ -474,14 +472,43 @@ class Server:
         ex.peer.subscriptions.discard(uri)
         return {}
 
-    async def notify_resource_updated(self, uri: str) -> int:
-        """Tell every subscribed peer that `uri` changed; returns how many were told."""
-        told = 0
-        for peer in list(self.peers):
-            if uri in peer.subscriptions and peer.standalone is not None and not peer.closed:
-                await peer.standalone(jsonrpc.notification("notifications/resources/updated", {"uri": uri}))
-                told += 1
-        return told
+    # -- subscriptions/listen (2026-07-28) ------------------------------------
+
+    async def _listen(self, params: dict[str, Any], ex: Exchange) -> dict[str, Any]:
+        """A long-lived stream of the change notifications the client asked for, until it cancels (closing the
+        stream, or `notifications/cancelled` on stdio) or the server ends it (a drain: then it answers)."""
+        if not ex.modern:
+            raise MethodNotFound("subscriptions/listen")
+        wanted = params.get("notifications")
+        if not isinstance(wanted, dict):
+            raise InvalidParams("subscriptions/listen needs params.notifications (an object)")
+        lists = {kind for kind, key in FILTER_KEYS.items() if wanted.get(key) is True}
+        for key in FILTER_KEYS.values():
+            if key in wanted and not isinstance(wanted[key], bool):
+                raise InvalidParams(f"subscriptions/listen: notifications.{key} must be a boolean")
+        uris = wanted.get("resourceSubscriptions", [])
+        if not isinstance(uris, list) or not all(isinstance(u, str) for u in uris):
+            raise InvalidParams("subscriptions/listen: notifications.resourceSubscriptions must be a list of URIs")
+        listener = Listener(ex.request_id, frozenset(lists), frozenset(uris))
+        if not self.notifier.add(listener):
+            raise McpError(
+                codes.OVERLOADED,
+                f"Server busy: {self.notifier.max_listeners} subscriptions/listen streams are open",
+                {"reason": "listener_limit", "retry_after_ms": 1000, "limit": self.notifier.max_listeners},
+            )
+        try:
+            ack: dict[str, Any] = {FILTER_KEYS[kind]: True for kind in sorted(lists)}
+            if uris:
+                ack["resourceSubscriptions"] = list(dict.fromkeys(uris))
+            await ex.notify(
+                "notifications/subscriptions/acknowledged",
+                {"_meta": {SUBSCRIPTION_ID: ex.request_id}, "notifications": ack},
+            )
+            while (msg := await listener.queue.get()) is not None:
+                await ex.notify(msg["method"], msg["params"])
+        finally:
+            self.notifier.remove(listener)
+        return {"_meta": {SUBSCRIPTION_ID: ex.request_id}}
 
     # -- prompts -----------------------------------------------------------
 
