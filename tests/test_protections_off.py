@@ -74,8 +74,9 @@ async def concurrent_calls(port: int, tool: str, args: dict[str, Any], n: int) -
 async def test_no_admission_refusal_at_a_limit_that_refuses(tmp_path: Path) -> None:
     limit = ("--max-concurrency", "1", "--queue-size", "0")
     with serve("on", *limit, tmp=tmp_path / "on") as on:
-        replies = await concurrent_calls(on.port, "sleep", {"seconds": 0.5}, CALLS)
-        assert sorted(r.status for r in replies) == [200] + [503] * (CALLS - 1)  # the control: it refuses
+        # The control: it refuses (2 s sleeps, so every call arrives while the first holds the one slot).
+        replies = await concurrent_calls(on.port, "sleep", {"seconds": 2.0}, CALLS)
+        assert sorted(r.status for r in replies) == [200] + [503] * (CALLS - 1)
         refused = [r.json()["error"] for r in replies if r.status == 503]
         assert {e["data"]["reason"] for e in refused} == {"concurrency_limit"}
 
@@ -157,17 +158,20 @@ async def test_readiness_ignores_the_unsampled_memory_level(tmp_path: Path) -> N
 
 
 async def test_no_watchdog_events_and_no_emergency_exit(tmp_path: Path) -> None:
-    thresholds = ("--stall-threshold", "0.3", "--emergency-threshold", "1")
+    # A 1 s block is a stall for 0.6 s past the threshold, several watchdog checks (every 0.25 s) long, and
+    # below the emergency; a 3 s block passes the emergency threshold by as much.
+    thresholds = ("--stall-threshold", "0.3", "--emergency-threshold", "2")
+    stall, stuck = 1000, 3000
     with serve("on", *thresholds, tmp=tmp_path / "on") as on:  # the control
-        assert result_of(await call(on.port, "block_event_loop", {"milliseconds": 600}))
-        assert (await health(on.port))["watchdog"]["events"] == {"loop_stall": 1}
+        assert result_of(await call(on.port, "block_event_loop", {"milliseconds": stall}))
+        assert (await health(on.port))["watchdog"]["events"].get("loop_stall", 0) >= 1
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):  # it may exit before answering
-            await call(on.port, "block_event_loop", {"milliseconds": 2500})
+            await call(on.port, "block_event_loop", {"milliseconds": stuck})
         assert on.proc.wait(20) == 75  # stuck past --emergency-threshold: the emergency exit
 
     with serve("off", *thresholds, tmp=tmp_path / "off") as off:
         port = off.port
-        for ms in (600, 2500):
+        for ms in (stall, stuck):
             assert text_of(result_of(await call(port, "block_event_loop", {"milliseconds": ms}))).endswith(f"{ms} ms")
         h = await health(port)
         assert h["watchdog"]["events"] == {}
