@@ -16,7 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bemcp.stress.argsgen import UnsupportedSchema, arguments_for, check, generate
+from bemcp.stress.argsgen import LIMITS, SAMPLES, UnsupportedSchema, arguments_for, check, generate, samples
+from bemcp.stress.boundedre import Budget
 
 # -- an independent validator ----------------------------------------------------------------------------
 
@@ -400,3 +401,70 @@ def test_property_refs_validate(schema: dict[str, Any], seed: int) -> None:
     wrapped = {"$defs": {"T": schema}, "type": "object", "properties": {"t": {"$ref": "#/$defs/T"}}, "required": ["t"]}
     value = arguments_for(wrapped, random.Random(seed))
     assert not _errors(value, wrapped, wrapped)
+
+
+# -- hostile schemas: bounded work, a reason, never a hang ---------------------------------------------------
+# Each limit is a count of steps or bytes, never a time, so these hold on any machine, however busy.
+
+
+def _one(prop: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "properties": {"x": prop}, "required": ["x"]}
+
+
+@pytest.mark.parametrize(
+    ("prop", "reason"),
+    [
+        # No string matches [^\s\S]: the bounded matcher says so in a few steps each, and nothing is found.
+        ({"type": "string", "pattern": r"(a+)+[^\s\S]"}, "cannot find a string matching pattern '(a+)+"),
+        # Anchors are not placed by the sampler, so it offers long runs of a's, on which (a+)+ backtracks
+        # exponentially: `re` would run for hours; the budget stops it.
+        ({"type": "string", "pattern": r"(a+)+\b\B"}, "ran out of its budget (more than 1,000,000 steps) checking"),
+        ({"type": "string", "minLength": 10**9}, "over 262,144 bytes (a string of minLength 1,000,000,000)"),
+        ({"type": "array", "items": {"type": "integer"}, "minItems": 10**9}, "over 262,144 bytes"),
+        ({"type": "string", "pattern": "x" * 20_000}, "over 10,000"),
+        ({"type": "string", "pattern": "x(?<=a+)"}, "variable width"),
+    ],
+    ids=["never-matches", "catastrophic", "huge-string", "huge-array", "huge-pattern", "bad-lookbehind"],
+)
+def test_a_hostile_schema_is_unsupported_with_the_reason(prop: dict[str, Any], reason: str) -> None:
+    why = check(_one(prop))
+    assert why is not None and reason in why, why
+
+
+def test_a_combinatorial_schema_runs_out_of_steps() -> None:
+    """Twelve nested anyOfs of ten branches that all fail at the leaf: 10**12 tries without a budget."""
+    schema: dict[str, Any] = {"type": "string", "minLength": 5, "maxLength": 1}
+    for _ in range(11):
+        schema = {"anyOf": [schema] * 10}
+    why = check(_one(schema))
+    assert why is not None and "ran out of its budget" in why, why
+
+
+def test_a_schema_too_wide_for_the_size_limit() -> None:
+    props = {f"p{i:05d}": {"type": "string"} for i in range(50_000)}
+    why = check({"type": "object", "properties": props, "required": sorted(props)})
+    assert why is not None and "over 262,144 bytes" in why, why
+
+
+def test_the_budget_is_shared_across_a_runs_tools() -> None:
+    shared = Budget(3 * LIMITS.steps)
+    costly = _one({"type": "string", "pattern": r"(a+)+\b\B"})
+    reasons = []
+    for _ in range(4):
+        try:
+            samples(costly, random.Random(0), shared=shared)
+        except UnsupportedSchema as e:
+            reasons.append(str(e))
+    assert len(reasons) == 4 and all("ran out of its budget" in r for r in reasons[:3])
+    assert "the run's budget for generating arguments is spent" in reasons[3]
+    with pytest.raises(UnsupportedSchema, match="spent"):  # even a cheap schema: nothing is left
+        samples(_one({"type": "integer"}), random.Random(0), shared=shared)
+
+
+def test_samples_are_a_reproducible_pool_of_valid_arguments() -> None:
+    schema = _one({"type": "string", "pattern": "^[a-z]{3}-[0-9]{2}$"})
+    pool = samples(schema, random.Random(5))
+    assert len(pool) == SAMPLES and pool == samples(schema, random.Random(5))
+    assert len({p["x"] for p in pool}) > 1
+    assert all(re.fullmatch("[a-z]{3}-[0-9]{2}", p["x"]) for p in pool)
+    assert samples(None, random.Random(0)) == [{}]

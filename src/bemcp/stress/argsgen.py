@@ -14,6 +14,14 @@ to anywhere else is never followed, as the spec requires). A schema these cannot
 `UnsupportedSchema`, and the tool is skipped with that reason. Other keywords (`not`, `if`/`then`/`else`,
 `dependentRequired`, `patternProperties`, `contains`, ...) are ignored: a value that breaks one of them is
 refused by the server, which the report shows as tool errors of that tool.
+
+The schema is written by the server under test, so generation runs under a `Limits` budget: steps (schema nodes
+visited, characters made, and every step of the pattern checks, which use `boundedre` because Python's `re` can
+backtrack for hours and cannot be interrupted), a size for one set of arguments, and a wall-clock backstop. A
+schema that needs more, such as the pattern `(a+)+[^\\s\\S]` (no string matches it, and `re` takes exponential time
+to find that out) or a `minLength` of 10**9, raises `UnsupportedSchema` with the reason, and the tool is skipped
+while the run goes on. `samples` makes a tool's pool of argument sets once, under one budget, so the load draws
+from it at no cost per call.
 """
 
 from __future__ import annotations
@@ -21,13 +29,14 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-import re
 import string
+import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final
 
-from bemcp.stress import regexgen
+from bemcp.stress import boundedre, regexgen
 
 _MAX_DEPTH = 12
 _SPAN_INT = 10  # integers are drawn from [low, low + _SPAN_INT]
@@ -38,42 +47,139 @@ _P_OPTIONAL = 0.3  # chance an optional property without a default is included
 _PATTERN_TRIES = 200
 _NO_LIMIT = 1 << 30
 _ALPHABET = string.ascii_letters + string.digits
+_MAX_PATTERN = 10_000  # characters: a longer pattern is not worth parsing
+SAMPLES: Final = 32  # argument sets per tool in its pool
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The budget of argument generation for one tool (every sample of its pool together)."""
+
+    steps: int = 1_000_000  # schema nodes, characters made, pattern-check steps: about a second at most
+    bytes: int = 256 * 1024  # the size of one set of arguments, as JSON would roughly take it
+    seconds: float = 5.0  # a backstop only: the step count is what bounds the work
+
+
+LIMITS: Final = Limits()
 
 
 class UnsupportedSchema(ValueError):
     """The schema uses something this generator cannot satisfy (the tool is then skipped, with this reason)."""
 
 
-def generate(schema: Any, rng: random.Random, *, root: Any = None) -> Any:
+class _OverBudget(Exception):
+    """Generation must stop (not try another branch): the budget or the size limit ran out."""
+
+
+class _Budget(boundedre.Budget):
+    """`boundedre.Budget` plus a wall-clock backstop, looked at every 4,096 steps."""
+
+    __slots__ = ("_deadline",)
+
+    def __init__(self, limits: Limits) -> None:
+        super().__init__(limits.steps)
+        self._deadline = time.monotonic() + limits.seconds
+
+    def spend(self, steps: int = 1) -> None:
+        before = self.left
+        self.left -= steps
+        if self.left < 0:
+            raise boundedre.BudgetExceeded(f"more than {self.total:,} steps")
+        if (before ^ self.left) >> 12 and time.monotonic() > self._deadline:
+            raise boundedre.BudgetExceeded(f"more than {self.total:,} steps' worth of time")
+
+
+def generate(schema: Any, rng: random.Random, *, root: Any = None, limits: Limits = LIMITS) -> Any:
     """One value valid against `schema`. `root` is the document `$ref`s resolve in (default: `schema`)."""
-    return _Gen(rng, schema if root is None else root).value(schema, 0)
+    gen = _Gen(rng, schema if root is None else root, _Budget(limits), limits.bytes)
+    return gen.top(schema)
 
 
-def arguments_for(input_schema: Any, rng: random.Random) -> dict[str, Any]:
+def arguments_for(input_schema: Any, rng: random.Random, *, limits: Limits = LIMITS) -> dict[str, Any]:
     """Tool arguments: an object valid against the tool's `inputSchema` (a missing schema means no arguments)."""
+    return samples(input_schema, rng, count=1, limits=limits)[0]
+
+
+def samples(
+    input_schema: Any,
+    rng: random.Random,
+    *,
+    count: int = SAMPLES,
+    limits: Limits = LIMITS,
+    shared: boundedre.Budget | None = None,
+) -> list[dict[str, Any]]:
+    """Up to `count` argument sets for a tool, made under one budget: a tool's pool, which the load draws from.
+
+    Raises UnsupportedSchema when not even one can be made; when the budget runs out later, the pool is
+    what was made by then. `shared`, when given, is a budget across tools (discovery's, for the whole run):
+    this tool's steps come out of it too, and none are left for it once it is spent.
+    """
     if input_schema is None or input_schema == {}:
-        return {}
-    value = generate(input_schema, rng)
-    if not isinstance(value, dict):
-        raise UnsupportedSchema("the inputSchema does not describe an object")
-    return value
+        return [{}]
+    steps = limits.steps if shared is None else min(limits.steps, shared.left)
+    if steps <= 0:
+        raise UnsupportedSchema("the run's budget for generating arguments is spent (a schema of another tool)")
+    budget = _Budget(Limits(steps, limits.bytes, limits.seconds))
+    gen = _Gen(rng, input_schema, budget, limits.bytes)
+    pool: list[dict[str, Any]] = []
+    try:
+        for _ in range(count):
+            try:
+                value = gen.top(input_schema)
+            except UnsupportedSchema:
+                if not pool:
+                    raise
+                break
+            if not isinstance(value, dict):
+                raise UnsupportedSchema("the inputSchema does not describe an object")
+            pool.append(value)
+    finally:
+        if shared is not None:
+            shared.left -= budget.total - max(budget.left, 0)
+    return pool
 
 
-def check(input_schema: Any, rng: random.Random | None = None) -> str | None:
+def check(input_schema: Any, rng: random.Random | None = None, *, limits: Limits = LIMITS) -> str | None:
     """Why no arguments can be generated for this schema, or None when they can."""
     try:
-        arguments_for(input_schema, rng or random.Random(0))
+        arguments_for(input_schema, rng or random.Random(0), limits=limits)
     except UnsupportedSchema as e:
         return str(e)
     return None
 
 
 class _Gen:
-    def __init__(self, rng: random.Random, root: Any) -> None:
+    def __init__(self, rng: random.Random, root: Any, budget: _Budget, max_bytes: int) -> None:
         self.rng = rng
         self.root = root
+        self.budget = budget
+        self.max_bytes = max_bytes
+        self.size = 0  # of the value being made
+        self._patterns: dict[str, boundedre.Pattern | str] = {}  # compiled, or why not
+
+    def top(self, schema: Any) -> Any:
+        """One value, with the budget's and the size limit's failures turned into UnsupportedSchema."""
+        self.size = 0
+        try:
+            return self.value(schema, 0)
+        except boundedre.BudgetExceeded as e:
+            raise UnsupportedSchema(f"argument generation ran out of its budget ({e}){self._culprit()}") from None
+        except _OverBudget as e:
+            raise UnsupportedSchema(str(e)) from None
+
+    def _culprit(self) -> str:
+        costly = [p for p, c in self._patterns.items() if isinstance(c, boundedre.Pattern)]
+        return f" checking pattern {costly[-1][:200]!r}" if costly else ""
+
+    def grow(self, size: int, what: str) -> None:
+        """Count `size` bytes into the value being made; past the limit generation stops."""
+        self.size += size
+        if self.size > self.max_bytes:
+            raise _OverBudget(f"the arguments would be over {self.max_bytes:,} bytes ({what})")
+        self.budget.spend(1 + size // 64)
 
     def value(self, schema: Any, depth: int) -> Any:
+        self.budget.spend()
         if depth > _MAX_DEPTH:
             raise UnsupportedSchema("the schema nests too deeply (or recurses without an end)")
         if schema is True or schema == {}:
@@ -88,8 +194,11 @@ class _Gen:
             return self.value(_merge(target, rest) if rest else target, depth + 1)
         if "allOf" in schema:
             merged = {k: v for k, v in schema.items() if k != "allOf"}
-            for part in schema["allOf"]:
-                merged = _merge(merged, self._deref(part, depth))
+            parts = schema["allOf"] if isinstance(schema["allOf"], list) else []
+            for part in parts:
+                part = self._deref(part, depth)
+                self.budget.spend(1 + (len(part) if isinstance(part, dict) else 0))
+                merged = _merge(merged, part)
             return self.value(merged, depth + 1)
         for key in ("anyOf", "oneOf"):
             if key in schema:
@@ -113,7 +222,9 @@ class _Gen:
         if not isinstance(ref, str) or not ref.startswith("#"):
             raise UnsupportedSchema(f"$ref {ref!r} is not local to the schema (never followed)")
         node = self.root
-        for part in ref[1:].split("/")[1:] if ref != "#" else []:
+        parts = ref[1:].split("/")[1:] if ref != "#" else []
+        self.budget.spend(1 + len(parts))
+        for part in parts:
             part = part.replace("~1", "/").replace("~0", "~")
             if isinstance(node, dict) and part in node:
                 node = node[part]
@@ -126,6 +237,7 @@ class _Gen:
     def _deref(self, schema: Any, depth: int) -> Any:
         seen = 0
         while isinstance(schema, dict) and "$ref" in schema and seen < _MAX_DEPTH:
+            self.budget.spend(len(schema))
             rest = {k: v for k, v in schema.items() if k != "$ref"}
             target = self._resolve(schema["$ref"])
             schema = _merge(target, rest) if rest else target
@@ -176,6 +288,7 @@ class _Gen:
         return "string"
 
     def _anything(self) -> Any:
+        self.grow(7, "a value")
         return "x" + "".join(self.rng.choices(_ALPHABET, k=4))
 
     def _object(self, schema: dict[str, Any], depth: int) -> dict[str, Any]:
@@ -184,7 +297,9 @@ class _Gen:
         if not isinstance(props, dict):
             raise UnsupportedSchema("properties is not an object")
         out: dict[str, Any] = {}
+        self.grow(2, "an object")
         for name, sub in props.items():
+            self.grow(len(name) + 4, f"property {name[:40]!r}")
             if name in required:
                 out[name] = self._property(sub, depth)
             elif depth <= _MAX_DEPTH // 2 and not _has_default(sub) and self.rng.random() < _P_OPTIONAL:
@@ -205,6 +320,7 @@ class _Gen:
                     out[name] = self._property(sub, depth)
             i = 0
             while len(out) < wanted:
+                self.grow(10, "minProperties")
                 if extra is False:
                     raise UnsupportedSchema("minProperties cannot be met")
                 out[f"extra{i}"] = self.value(extra if isinstance(extra, dict) else {"type": "string"}, depth + 1)
@@ -231,7 +347,9 @@ class _Gen:
         out: list[Any] = []
         prefix = prefix if isinstance(prefix, list) else []
         unique = schema.get("uniqueItems") is True
+        self.grow(2, "an array")
         for i in range(count):
+            self.grow(2, "minItems")
             sub = prefix[i] if i < len(prefix) else items
             if sub is False:
                 if len(out) < low:
@@ -257,38 +375,61 @@ class _Gen:
         fmt = schema.get("format")
         if isinstance(fmt, str) and fmt in _FORMATS:
             text = _FORMATS[fmt](self.rng)
-            if low <= len(text) <= high and _matches(pattern, text):
+            if low <= len(text) <= high and (not isinstance(pattern, str) or self._search(pattern, text)):
+                self.grow(len(text) + 2, "a string")
                 return text
         length = self.rng.randint(max(low, min(1, high)), min(high, low + _SPAN_LEN))
+        self.grow(length + 2, f"a string of minLength {low:,}")
         text = "".join(self.rng.choices(_ALPHABET, k=length))
         if not isinstance(pattern, str):
             return text
         return self._pattern(pattern, low, high, text)
 
+    def _compiled(self, pattern: str) -> boundedre.Pattern:
+        known = self._patterns.get(pattern)
+        if known is None:
+            if len(pattern) > _MAX_PATTERN:
+                known = f"pattern of {len(pattern):,} characters (over {_MAX_PATTERN:,})"
+            else:
+                self.budget.spend(len(pattern))
+                try:
+                    known = boundedre.compile(pattern)
+                except boundedre.PatternError as e:
+                    known = f"pattern {pattern[:200]!r}: {e}"
+            self._patterns[pattern] = known
+        if isinstance(known, str):
+            raise UnsupportedSchema(known)
+        return known
+
+    def _search(self, pattern: str, text: str) -> bool:
+        """Whether `pattern` matches in `text`, checked within the budget (never with `re`: see boundedre)."""
+        return self._compiled(pattern).search(text, self.budget)
+
     def _pattern(self, pattern: str, low: int, high: int, first: str) -> str:
-        try:
-            regex = re.compile(pattern)
-        except re.error:
-            raise UnsupportedSchema(f"pattern {pattern!r} is not a regular expression Python understands") from None
+        regex = self._compiled(pattern)
         for text in (first, *_PATTERN_SEEDS):
-            if low <= len(text) <= high and regex.search(text):
+            if low <= len(text) <= high and regex.search(text, self.budget):
                 return text
         # Build from the pattern itself, growing unbounded repeats until minLength is reached.
         for extra in (3, 3, 3, 8, 8, 24, 64, 256):
-            sampled = regexgen.sample(pattern, self.rng, extra=extra)
+            sampled = regexgen.sample(pattern, self.rng, extra=extra, budget=self.budget, limit=self.max_bytes)
             if sampled is None:
                 break
-            if low <= len(sampled) <= high and regex.search(sampled):
+            if low <= len(sampled) <= high and regex.search(sampled, self.budget):
+                self.grow(len(sampled), f"a string for pattern {pattern[:40]!r}")
                 return sampled
         pools = (_ALPHABET, string.digits, string.ascii_lowercase, string.ascii_uppercase, "abc-_.@/:")
         for _ in range(_PATTERN_TRIES):
             length = self.rng.randint(max(low, 1 if high else 0), max(low, min(high, low + 8)))
+            self.budget.spend(length)
             text = "".join(self.rng.choices(self.rng.choice(pools), k=length))
-            if regex.search(text):
+            if regex.search(text, self.budget):
+                self.grow(len(text), f"a string for pattern {pattern[:40]!r}")
                 return text
-        raise UnsupportedSchema(f"cannot find a string matching pattern {pattern!r}")
+        raise UnsupportedSchema(f"cannot find a string matching pattern {pattern[:200]!r}")
 
     def _integer(self, schema: dict[str, Any], depth: int) -> int:
+        self.grow(8, "an integer")
         low, high = _bounds(schema, integer=True)
         step = schema.get("multipleOf")
         if isinstance(step, (int, float)) and not isinstance(step, bool) and step > 0:
@@ -309,6 +450,7 @@ class _Gen:
         return self.rng.randint(lo, min(hi, lo + _SPAN_INT))
 
     def _number(self, schema: dict[str, Any], depth: int) -> float | int:
+        self.grow(8, "a number")
         step = schema.get("multipleOf")
         if isinstance(step, (int, float)) and not isinstance(step, bool) and step > 0:
             low, high = _bounds(schema, integer=False)
@@ -343,9 +485,11 @@ class _Gen:
         raise UnsupportedSchema("no number fits the exclusive bounds")
 
     def _boolean(self, schema: dict[str, Any], depth: int) -> bool:
+        self.grow(5, "a boolean")
         return self.rng.random() < 0.5
 
     def _null(self, schema: dict[str, Any], depth: int) -> None:
+        self.grow(4, "null")
         return None
 
 
@@ -503,12 +647,3 @@ def _decimals(step: float) -> int:
     if "e-" in text:
         return int(text.split("e-")[1]) + 2
     return len(text.split(".")[1]) if "." in text else 0
-
-
-def _matches(pattern: Any, text: str) -> bool:
-    if not isinstance(pattern, str):
-        return True
-    try:
-        return re.search(pattern, text) is not None
-    except re.error:
-        return False

@@ -3,7 +3,8 @@
 Safety policy (tool annotations are hints, but they are the only word the server gives us):
 - a tool marked `destructiveHint: true` is never called;
 - a tool not marked `readOnlyHint: true` is called only with `allow_writes=True` (`--allow-writes`);
-- a tool whose `inputSchema` we cannot satisfy, or that requires task-augmented execution, is skipped.
+- a tool whose `inputSchema` we cannot satisfy (within the budget of `argsgen.Limits`: a hostile pattern or
+  size cannot hang the tester), or that requires task-augmented execution, is skipped.
 Every skipped tool is kept with its reason for the report. A target with nothing callable raises
 `NoCallableTools`, a `TargetError` with a message saying why each tool was left out.
 
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from bemcp.stress import argsgen
+from bemcp.stress.boundedre import Budget
 from bemcp.stress.client import ClientError
 from bemcp.stress.model import Session
 from bemcp.stress.targets import TargetError
@@ -55,6 +57,8 @@ _CHEAP = re.compile(r"(^|[_.-])(echo|ping|noop|health|status|version|time|now|he
 _ECHO = re.compile(r"(^|[_.-])(echo|ping|noop)($|[_.-])", re.IGNORECASE)
 BUILTIN_TOOLS: Final = frozenset({"server_health"})
 _MAX_PAGES = 100
+# Argument generation over every tool of a run: a server listing thousands of costly schemas is bounded too.
+RUN_ARGUMENT_STEPS: Final = 20 * argsgen.LIMITS.steps
 
 
 class NoCallableTools(TargetError):
@@ -89,6 +93,7 @@ class Tool:
     input_schema: dict[str, Any] = field(default_factory=dict)
     annotations: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
+    pool: list[dict[str, Any]] | None = None  # argument sets made once (`prepare`); each call draws one
 
     @classmethod
     def from_wire(cls, wire: dict[str, Any]) -> Tool:
@@ -115,9 +120,24 @@ class Tool:
         req = self.input_schema.get("required")
         return [r for r in req if isinstance(r, str)] if isinstance(req, list) else []
 
+    def prepare(self, rng: random.Random, *, shared: Budget | None = None) -> str | None:
+        """Make the pool of arguments the load draws from, under the tool's budget (and `shared`, the run's);
+        why it cannot be made, or None. Once made, the pool is kept."""
+        if self.pool is None:
+            try:
+                self.pool = argsgen.samples(self.input_schema, rng, shared=shared)
+            except argsgen.UnsupportedSchema as e:
+                return str(e)
+        return None
+
     def arguments(self, rng: random.Random) -> dict[str, Any]:
-        """Fresh valid arguments (raises argsgen.UnsupportedSchema when there are none)."""
-        return argsgen.arguments_for(self.input_schema, rng)
+        """Valid arguments, drawn from the pool (raises argsgen.UnsupportedSchema when there are none)."""
+        if self.pool is None:
+            why = self.prepare(random.Random(0))
+            if why is not None:
+                raise argsgen.UnsupportedSchema(why)
+        assert self.pool is not None
+        return rng.choice(self.pool)
 
     def call(self, rng: random.Random) -> Call:
         return Call(self.name, self.arguments(rng))
@@ -149,8 +169,9 @@ def rank_key(tool: Tool) -> tuple[bool, bool, int, int, str]:
     )
 
 
-def skip_reason(tool: Tool, *, allow_writes: bool) -> str | None:
-    """Why the tester must not call this tool, or None when it may."""
+def skip_reason(tool: Tool, *, allow_writes: bool, shared: Budget | None = None) -> str | None:
+    """Why the tester must not call this tool, or None when it may (making its arguments' pool, when needed,
+    under its own budget and `shared`)."""
     if tool.destructive:
         return "destructiveHint: never called"
     if not tool.read_only and not allow_writes:
@@ -158,7 +179,7 @@ def skip_reason(tool: Tool, *, allow_writes: bool) -> str | None:
     execution = tool.raw.get("execution")
     if isinstance(execution, dict) and execution.get("taskSupport") == "required":
         return "requires task-augmented execution"
-    unsupported = argsgen.check(tool.input_schema)
+    unsupported = tool.prepare(random.Random(0), shared=shared)
     if unsupported is not None:
         return f"cannot generate arguments: {unsupported}"
     return None
@@ -326,8 +347,9 @@ async def discover(
     tools = [Tool.from_wire(w) for w in wire]
     callable_: list[Tool] = []
     skipped: dict[str, str] = {}
+    shared = Budget(RUN_ARGUMENT_STEPS)
     for tool in tools:
-        reason = skip_reason(tool, allow_writes=allow_writes)
+        reason = skip_reason(tool, allow_writes=allow_writes, shared=shared)
         if reason is None:
             callable_.append(tool)
         else:
