@@ -16,11 +16,14 @@ import orjson
 import pytest
 
 from bemcp.stress.client import (
+    ID_BITS,
     LEGACY,
     MODERN,
     Endpoint,
     HttpClient,
     HttpSession,
+    RequestIds,
+    Tally,
     _header_value,
     _Sse,
     classify,
@@ -162,6 +165,45 @@ def test_sse_parser_finds_the_answer_across_any_chunking() -> None:
     for size in (1, 2, 3, len(multi)):
         sse = _Sse()
         assert [sse.feed(multi[i : i + size], 1) for i in range(0, len(multi), size)][-1]
+
+
+def test_sse_parser_keeps_a_foreign_answer_apart_and_tallies_extras() -> None:
+    def event(msg: dict[str, Any]) -> bytes:
+        return b"data: " + orjson.dumps(msg) + b"\n\n"
+
+    tally = Tally()
+    sse = _Sse(tally)
+    assert not sse.feed(event({"jsonrpc": "2.0", "id": 8, "result": {"content": []}}), 7)
+    assert sse.answer()["id"] == 8 and tally.counts == {}  # held: the call's answer if its own never comes
+    assert sse.feed(event({"jsonrpc": "2.0", "id": 7, "result": {"content": []}}), 7)
+    assert sse.answer()["id"] == 7 and tally.counts == {"unknown_id": 1}  # it came: the other one is astray
+    sse.feed(event({"jsonrpc": "2.0", "id": 7, "result": {"content": []}}), 7)
+    sse.feed(event({"jsonrpc": "2.0", "id": 9, "result": {}}), 7)
+    assert tally.counts == {"unknown_id": 2, "duplicate": 1}
+
+
+def test_classify_checks_the_shape_of_the_method_s_result() -> None:
+    assert classify({"id": 1, "result": {"content": []}}, 200, "tools/call") == ("ok", None)
+    assert classify({"id": 1, "result": {"tools": []}}, 200, "tools/call") == ("protocol_error", "wrong_result")
+    assert classify({"id": 1, "result": {"content": []}}, 200, "tools/list") == ("protocol_error", "wrong_result")
+    assert classify({"id": 1, "result": {}}, 200, "ping") == ("ok", None)
+    assert classify({"id": 1, "result": 5}, 200, "tools/call") == ("protocol_error", "wrong_result")
+
+
+def test_request_ids_are_unique_scattered_and_checkable() -> None:
+    ids = RequestIds(3 << ID_BITS)
+    issued = [ids.next() for _ in range(100_000)]
+    assert len(set(issued)) == len(issued)
+    assert all(3 << ID_BITS <= i < 4 << ID_BITS for i in issued) and max(issued) < 2**53  # JSON-safe
+    assert all(ids.issued(i) for i in issued[::97])
+    assert not ids.issued(ids.base) and not ids.issued(str(issued[0])) and not ids.issued(float(issued[0]))
+    # An id a small offset from any issued one belongs to no call of a run this long (nor of 5 * 10**8 calls).
+    taken = set(issued)
+    assert not any(i + d in taken for i in issued for d in (-2, -1, 1, 2, 1024))
+    nxt = RequestIds(3 << ID_BITS)
+    for _ in range(10):
+        nxt.next()
+    assert not nxt.issued(issued[10])  # not handed out yet
 
 
 def test_endpoint_and_headers() -> None:

@@ -4,7 +4,9 @@
   `@modelcontextprotocol/server-everything` over stdio (`make setup` installs it), each with the full quick profile;
 - the open model shows an injected event-loop pause that a closed model at concurrency 1 hides;
 - `compare` flags a slowed server, and not a report compared with itself;
-- usage errors and unreachable targets exit 2 with one line and no traceback;
+- usage errors exit 2 with one line and no traceback, and write nothing;
+- a target that cannot be used (unreachable, a command that does not run, garbage answers) still gets a report:
+  FAIL, with the reason, in one line on stderr too;
 - a target that dies mid-run is a finding (FAIL, all reports written), not a crash of the tester;
 - `make run`'s job: the quick profile against the embedded server, all four files, consistent, in < 120 s.
 
@@ -14,6 +16,7 @@ The whole file takes about four minutes on two cores; the full-profile runs (mar
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shlex
 import shutil
 import sys
@@ -31,6 +34,7 @@ from tests.procs import ROOT, free_port, http_server
 from tests.stress.cli_run import a_verdict, check_outputs, no_traceback, stress
 from tests.stress.pause_app import PAUSE_S
 from tests.stress.sdk_app import running_http
+from tests.stress.test_hostile import hostile_http
 
 KNOWN_REVISIONS = ("2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")
 EVERYTHING_JS = ROOT / ".cache/server-everything/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
@@ -232,19 +236,16 @@ def test_compare_flags_a_slowed_server(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--target", "http://127.0.0.1:{port}/mcp"], "cannot reach the target"),
         (["--phases", "nope"], "unknown phase(s) nope"),
-        (["--target", "stdio:/nonexistent/cmd"], "cannot run '/nonexistent/cmd'"),
         (["--target", "ftp://example.com/mcp"], "unknown target"),
         (["--target", "stdio:true", "--workers", "2"], "--workers needs an HTTP target"),
         (["--workers", "0"], "--workers must be between 1 and 64"),
     ],
-    ids=["unreachable-http", "unknown-phase", "missing-stdio-command", "bad-spec", "workers-stdio", "workers-0"],
+    ids=["unknown-phase", "bad-spec", "workers-stdio", "workers-0"],
 )
 def test_cli_errors_exit_2_with_one_line(tmp_path: Path, args: list[str], message: str) -> None:
-    port = free_port()  # nothing listens there
     started = time.monotonic()
-    proc = stress(*(a.format(port=port) for a in args), "--out", str(tmp_path / "out"), timeout=60)
+    proc = stress(*args, "--out", str(tmp_path / "out"), timeout=60)
     no_traceback(proc)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("bemcp stress:")]
@@ -252,6 +253,35 @@ def test_cli_errors_exit_2_with_one_line(tmp_path: Path, args: list[str], messag
     assert proc.stderr.rstrip().endswith(errors[0])  # the message is the last thing said
     assert proc.stdout == "" and not (tmp_path / "out" / "report.json").exists()
     assert time.monotonic() - started < 30  # fails fast, no retries against nothing
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("http://127.0.0.1:{port}/mcp", "cannot reach the target"),
+        ("stdio:/nonexistent/cmd", "cannot run '/nonexistent/cmd'"),
+        ("garbage", "the target does not speak MCP"),
+    ],
+    ids=["unreachable-http", "missing-stdio-command", "garbage-answers"],
+)
+def test_an_unusable_target_still_gets_a_report(tmp_path: Path, target: str, message: str) -> None:
+    """It used to exit 2 with no report at all: a run against a hopeless target is a run, and it FAILs."""
+    out = tmp_path / "out"
+    with contextlib.ExitStack() as stack:
+        if target == "garbage":  # an HTTP server whose every answer, the handshake's too, is noise
+            target = stack.enter_context(hostile_http("garbage"))
+        proc = stress("--target", target.format(port=free_port()), "--out", str(out), timeout=120)
+    no_traceback(proc)
+    report = check_outputs(out, proc)
+    assert proc.returncode == 1 and report["verdict"]["status"] == "FAIL"
+    assert message in report["target"]["error"]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("bemcp stress:")]
+    assert len(errors) == 1 and message in errors[0], proc.stderr
+    assert all(p["status"] == "skipped" and p["steps"] == [] for p in report["phases"].values())
+    assert list(report["phases"]) == ["tsunami", "avalanche", "chaos", "rate", "soak"]
+    critical = [f["message"] for f in report["findings"] if f["severity"] == "critical"]
+    assert any("could not use the target" in m and message in m for m in critical), critical
+    assert report["summary"]["total_calls"] == 0
 
 
 # -- 6. a target that dies mid-run -----------------------------------------------------------------------

@@ -159,4 +159,6 @@ def main(argv: Sequence[str]) -> int:
         print("bemcp stress: interrupted", file=sys.stderr)
         return 130
     progress.verdict(report, paths)
+    if report["target"].get("error"):  # the report is written, and says the same: FAIL
+        print(f"bemcp stress: {report['target']['error']}", file=sys.stderr)
     return 0 if report["verdict"]["status"] == "PASS" else 1

@@ -5,6 +5,13 @@ Why not httpx or the SDK's `Client`: the load generator must not be what gets me
 the client tens of microseconds. Every call either gets an answer or is classified (`classify`) as a
 `model.Outcome`; nothing a server does makes `call_tool` raise. The stdio client is in `stdio_client`.
 
+An answer is matched to its call by id and by method, and an answer that matches no call is never anyone's
+success: request ids are scattered (`RequestIds`), so an id a server gets slightly wrong (id + 1) names no other
+call in flight; an answer with another id is `protocol_error` "wrong_id"; a result of the wrong shape for its
+method (a `tools/list` result to a `tools/call`) is `protocol_error` "wrong_result"; and answers no call can
+carry (a duplicate, an id never sent, a response with no request outstanding) are counted in the client's
+`Tally`, which the report turns into findings.
+
 Revisions: 2026-07-28 (`MODERN`) puts the `_meta` envelope on every request and the routing headers on every
 POST; 2025-11-25 and older (`LEGACY`) run `initialize` + `notifications/initialized` once per client, then send
 `Mcp-Session-Id` and `MCP-Protocol-Version` on HTTP.
@@ -15,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import itertools
 import os
 import re
 import ssl as ssl_module
@@ -46,6 +52,11 @@ _NAME_PARAM = {"tools/call": "name", "prompts/get": "name", "resources/read": "u
 _MAX_IDLE = 2.0
 # After an SSE answer arrives, how long the rest of the stream may take before the connection is dropped.
 _SSE_TAIL_GRACE = 2.0
+# The most one response may send (headers, body, SSE stream): past it the connection is dropped, so a server
+# streaming without end cannot fill the tester's memory.
+MAX_ANSWER_BYTES: Final = 64 * 1024 * 1024
+# The result key each method's answer must have (a list): an answer of another method's shape is not this call's.
+_RESULT_LISTS: Final = {"tools/call": "content", "tools/list": "tools", "resources/list": "resources"}
 _DIGITS = re.compile(rb"\d+(?:\.\d+)?")
 
 
@@ -55,6 +66,66 @@ def is_modern(revision: str) -> bool:
 
 def modern_meta(client_info: Mapping[str, Any] = CLIENT_INFO) -> dict[str, Any]:
     return {_META_VERSION: MODERN, _META_CAPS: {}, _META_INFO: dict(client_info)}
+
+
+# -- request ids and the answers no call can carry --------------------------------------------------------
+
+ID_BITS: Final = 40  # each id sequence lives in [base, base + 2**40): workers get bases `number << 40`
+_ID_MASK: Final = (1 << ID_BITS) - 1
+# Call n gets id base + n * _ID_SCATTER mod 2**40: a bijection (the multiplier is odd), so ids never repeat. Its
+# inverse, _ID_GATHER, is the odd number nearest 2**40 / golden ratio, which puts id + d, for every |d| <= 1024,
+# about 5 * 10**8 calls away in the sequence (10**7 for |d| <= 65536): no other call of a run has it.
+_ID_GATHER: Final = 0x9E3779B97F
+_ID_SCATTER: Final = pow(_ID_GATHER, -1, 1 << ID_BITS)
+
+
+class RequestIds:
+    """The request ids of one client: unique, JSON-safe integers (< 2**53 for any base up to 63 << 40), scattered
+    so that an id near one in flight belongs to no call, and checkable (`issued`) without storing them."""
+
+    __slots__ = ("_n", "base")
+
+    def __init__(self, base: int = 0) -> None:
+        if base < 0 or base & _ID_MASK:
+            raise ValueError("an id base must be a multiple of 2**40")
+        self.base = base
+        self._n = 0
+
+    def next(self) -> int:
+        self._n += 1
+        return self.base + (self._n * _ID_SCATTER & _ID_MASK)
+
+    def issued(self, req_id: Any) -> bool:
+        """Whether this sequence has handed out `req_id`."""
+        if type(req_id) is not int:
+            return False
+        offset = req_id - self.base
+        return 0 <= offset <= _ID_MASK and 1 <= (offset * _ID_GATHER & _ID_MASK) <= self._n
+
+
+class Tally:
+    """What a server sent that no call can carry, by kind; `since(snapshot)` is what a step saw.
+
+    - `unknown_id`: an answer to an id this client never sent (a wrong id that names no call);
+    - `duplicate`: a second answer to one request;
+    - `unsolicited`: an HTTP response on a connection with no request outstanding;
+    - `stray_output`: a stdio line that is not JSON-RPC.
+    None of them is counted as any call's answer.
+    """
+
+    __slots__ = ("counts",)
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def add(self, kind: str, n: int = 1) -> None:
+        self.counts[kind] = self.counts.get(kind, 0) + n
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self.counts)
+
+    def since(self, before: Mapping[str, int]) -> dict[str, int]:
+        return {k: n - before.get(k, 0) for k, n in sorted(self.counts.items()) if n > before.get(k, 0)}
 
 
 # -- errors ---------------------------------------------------------------------------------------------
@@ -77,21 +148,23 @@ class ConnectError(TransportError):
 
 
 class RequestTimeout(ClientError):
-    """No answer within the timeout."""
+    """No answer within the timeout. Detail "unread": the server had not even read everything sent to it."""
 
-    def __init__(self, message: str = "no answer within the timeout") -> None:
-        super().__init__(message, "timeout")
+    def __init__(self, message: str = "no answer within the timeout", detail: str = "timeout") -> None:
+        super().__init__(message, detail)
 
 
 # -- classification -------------------------------------------------------------------------------------
 
 
-def classify(msg: Any, status: int = 200) -> tuple[Outcome, str | None]:
+def classify(msg: Any, status: int = 200, method: str | None = None) -> tuple[Outcome, str | None]:
     """Classify an answer (a JSON-RPC message or None) and its HTTP status into an outcome and a detail.
 
     - a result with `isError: true` → tool_error (detail: its first text line, numbers folded to N);
     - a result asking for input (2026-07-28 `input_required`) → protocol_error "input_required": we declare no
       client capabilities, so a server should not ask;
+    - a result without the list its `method` answers with (`content` for tools/call, `tools` for tools/list)
+      → protocol_error "wrong_result": another request's answer, or none at all;
     - any other result → ok;
     - JSON-RPC error -32050, or any error under HTTP 503/429 → overload (detail: `data.reason`, else http_<status>);
     - any other JSON-RPC error → protocol_error (detail: the code, e.g. "-32602");
@@ -106,6 +179,9 @@ def classify(msg: Any, status: int = 200) -> tuple[Outcome, str | None]:
                 return "tool_error", _tool_error_detail(result)
             if result.get("resultType") == "input_required":
                 return "protocol_error", "input_required"  # we declare no client capabilities to answer with
+            key = _RESULT_LISTS.get(method) if method is not None else None
+            if key is not None and type(result.get(key)) is not list:
+                return "protocol_error", "wrong_result"
             return "ok", None
         error = msg.get("error")
         if isinstance(error, dict):
@@ -115,8 +191,8 @@ def classify(msg: Any, status: int = 200) -> tuple[Outcome, str | None]:
             if code == OVERLOAD_CODE or status in (503, 429):
                 return "overload", str(reason) if reason is not None else f"http_{status}"
             return "protocol_error", str(code)
-        if "result" in msg:  # a non-object result: still an answer
-            return "ok", None
+        if "result" in msg:  # a non-object result: an answer, though not one a method with a shape gives
+            return ("protocol_error", "wrong_result") if method in _RESULT_LISTS else ("ok", None)
     if status in (503, 429):
         return "overload", f"http_{status}"
     if 200 <= status < 300:
@@ -189,14 +265,21 @@ class HttpAnswer:
 
 
 class _Sse:
-    """An incremental `text/event-stream` parser that picks out the JSON-RPC response with a wanted id."""
+    """An incremental `text/event-stream` parser that picks out the JSON-RPC response with a wanted id.
 
-    __slots__ = ("_buf", "_data", "found")
+    A response with another id is held: the call's answer if the stream never brings the wanted one (a wrong
+    id), else tallied as `unknown_id`; a second wanted one is a `duplicate`. With `want` None (a raw payload),
+    the first response is the answer and nothing is tallied.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_buf", "_data", "_tally", "foreign", "found")
+
+    def __init__(self, tally: Tally | None = None) -> None:
         self._buf = b""
         self._data: list[bytes] = []
+        self._tally = tally
         self.found: Any = None
+        self.foreign: Any = None  # the first response with another id, while the wanted one has not come
 
     def feed(self, chunk: bytes, want: Any) -> bool:
         """Consume a chunk; True once the wanted response (any response, if `want` is None) has been seen."""
@@ -206,9 +289,11 @@ class _Sse:
             buf, held = buf[:-1], b"\r"
         lines = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
         self._buf = lines.pop() + held
+        if len(self._buf) > MAX_ANSWER_BYTES:
+            raise TransportError("an SSE line longer than the answer limit", "answer_too_large")
         for line in lines:
             if not line:  # end of an event
-                if self._data and self.found is None:
+                if self._data:
                     self._event(b"\n".join(self._data), want)
                 self._data = []
             elif line.startswith(b"data:"):
@@ -221,16 +306,42 @@ class _Sse:
             msg = orjson.loads(data)
         except orjson.JSONDecodeError:
             return
-        is_response = isinstance(msg, dict) and "method" not in msg and ("result" in msg or "error" in msg)
-        if is_response and (want is None or msg.get("id") == want):
+        if not (isinstance(msg, dict) and "method" not in msg and ("result" in msg or "error" in msg)):
+            return  # a notification or a request of the server's: not an answer
+        if want is None:
+            if self.found is None:
+                self.found = msg
+            return
+        mine = msg.get("id") == want
+        tally = self._tally
+        if mine and self.found is None:
             self.found = msg
+            if self.foreign is not None and tally is not None:
+                tally.add("unknown_id")  # the one held: the stream did bring the call's own answer
+        elif mine:
+            if tally is not None:
+                tally.add("duplicate")
+        elif self.found is None and self.foreign is None:
+            self.foreign = msg
+        elif tally is not None:
+            tally.add("unknown_id")
+
+    def answer(self) -> Any:
+        """The stream's answer once it has ended: the wanted response, else the one with another id, else None."""
+        return self.found if self.found is not None else self.foreign
 
 
 class _Conn(asyncio.Protocol):
-    """One HTTP/1.1 connection carrying one exchange at a time (no pipelining)."""
+    """One HTTP/1.1 connection carrying one exchange at a time (no pipelining).
 
-    def __init__(self) -> None:
+    Bytes that arrive with no request outstanding are an unsolicited response: tallied, and the connection is
+    dropped unread, so they can never be taken for the next request's answer.
+    """
+
+    def __init__(self, tally: Tally | None = None) -> None:
         self.transport: asyncio.Transport | None = None
+        self._tally = tally
+        self._received = 0  # bytes of the current response so far (MAX_ANSWER_BYTES)
         self.closed = False
         self.busy = False  # a request is out and its response has not completely arrived
         self.idle_since = 0.0
@@ -251,6 +362,16 @@ class _Conn(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
+        if not self.busy:
+            if self._tally is not None:
+                self._tally.add("unsolicited")
+            self.close()
+            return
+        self._received += len(data)
+        if self._received > MAX_ANSWER_BYTES:
+            self._fail(TransportError(f"an answer over {MAX_ANSWER_BYTES} bytes", "answer_too_large"))
+            self.close()
+            return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as e:
@@ -265,8 +386,11 @@ class _Conn(asyncio.Protocol):
         waiter = self._waiter
         if waiter is None or waiter.done():
             return
-        if self._headers_done and b"content-length" not in self._headers and self._sse is None:
+        sse = self._sse
+        if self._headers_done and b"content-length" not in self._headers and sse is None:
             self._finish()  # a body delimited by the close of the connection
+        elif sse is not None and sse.foreign is not None:
+            self._finish()  # the stream ended with an answer to another id: the call's (wrong) answer
         elif exc is None:
             self._fail(TransportError("the server closed the connection", "connection_closed"))
         else:
@@ -286,13 +410,20 @@ class _Conn(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self._headers_done = True
         if self._headers.get(b"content-type", b"").startswith(b"text/event-stream"):
-            self._sse = _Sse()
+            self._sse = _Sse(self._tally)
 
     def on_body(self, body: bytes) -> None:
         sse = self._sse
         if sse is None:
             self._body += body
-        elif sse.found is None and sse.feed(body, self._want):
+            return
+        try:
+            done = sse.feed(body, self._want)
+        except TransportError as e:  # an SSE line past the answer limit
+            self._fail(e)
+            self.close()
+            return
+        if done:
             waiter = self._waiter
             if waiter is not None and not waiter.done():
                 waiter.set_result(HttpAnswer(self._parser.get_status_code(), self._headers, sse.found))
@@ -317,13 +448,18 @@ class _Conn(asyncio.Protocol):
         waiter: asyncio.Future[HttpAnswer] = asyncio.get_running_loop().create_future()
         self._waiter = waiter
         self._want = want
+        self._received = 0
         self.busy = True
         transport.write(data)
         return waiter
 
     def expire(self) -> None:
         """The deadline passed: fail the wait and drop the connection, so no late answer is ever read as ours."""
-        self._fail(RequestTimeout())
+        transport = self.transport
+        if transport is not None and not transport.is_closing() and transport.get_write_buffer_size() > 0:
+            self._fail(RequestTimeout("the server did not read the request", "unread"))
+        else:
+            self._fail(RequestTimeout())
         self.close()
 
     def when_done(self, callback: Callable[[_Conn], None], grace: float) -> None:
@@ -356,7 +492,7 @@ class _Conn(asyncio.Protocol):
         status = self._parser.get_status_code()
         sse = self._sse
         if sse is not None:
-            waiter.set_result(HttpAnswer(status, self._headers, sse.found))
+            waiter.set_result(HttpAnswer(status, self._headers, sse.answer()))
             return
         body = bytes(self._body)
         message: Any = None
@@ -401,8 +537,8 @@ class HttpClient:
 
     For a handshake-era revision, `initialize()` opens one MCP session that every `HttpSession` of this
     client then joins; `--workers` processes can join it too by passing `mcp_session_id`. Request ids come
-    from one counter starting past `id_base`, so they never repeat within the MCP session (give each worker
-    process its own base).
+    from one `RequestIds` sequence based at `id_base`, so they never repeat within the MCP session (give each
+    worker process its own base, `number << 40`). `tally` counts what the server sent that no call can carry.
     """
 
     def __init__(
@@ -421,7 +557,8 @@ class HttpClient:
         self.connect_timeout = connect_timeout
         self.mcp_session_id = mcp_session_id
         self._owns_mcp_session = False
-        self._ids = itertools.count(id_base + 1)
+        self.ids = RequestIds(id_base)
+        self.tally = Tally()
         self._ssl = self.endpoint.ssl_context()
         self._sessions: set[HttpSession] = set()
         self._heads: dict[tuple[str, str | None], bytes] = {}
@@ -440,7 +577,7 @@ class HttpClient:
         self._heads.clear()
 
     def next_id(self) -> int:
-        return next(self._ids)
+        return self.ids.next()
 
     def session(self) -> HttpSession:
         """A new session: its own keep-alive connections, opened on first use (one per concurrent call)."""
@@ -570,13 +707,16 @@ class HttpClient:
         try:
             async with asyncio.timeout(min(timeout, self.connect_timeout)):
                 _, conn = await loop.create_connection(
-                    _Conn, ep.host, ep.port, ssl=self._ssl, server_hostname=ep.host if self._ssl else None
+                    self._new_conn, ep.host, ep.port, ssl=self._ssl, server_hostname=ep.host if self._ssl else None
                 )
         except TimeoutError:
             raise RequestTimeout("no connection within the timeout") from None
         except OSError as e:
             raise ConnectError(f"cannot connect to {ep.host_header}: {_reason(e)}", error_label(e)) from None
         return conn
+
+    def _new_conn(self) -> _Conn:
+        return _Conn(self.tally)
 
     def _forget(self, session: HttpSession) -> None:
         self._sessions.discard(session)
@@ -598,7 +738,7 @@ class HttpSession:
         req_id = client.next_id()
         start = time.monotonic()
         data = client.frame("tools/call", req_id, {"name": name, "arguments": arguments}, name=name)
-        outcome, detail = await self._classified(data, req_id, timeout)
+        outcome, detail = await self._classified(data, req_id, timeout, "tools/call")
         return CallResult(name, start if intended is None else intended, start, time.monotonic(), outcome, detail)
 
     async def call_method(
@@ -607,7 +747,7 @@ class HttpSession:
         client = self._client
         req_id = client.next_id()
         start = time.monotonic()
-        outcome, detail = await self._classified(client.frame(method, req_id, params), req_id, timeout)
+        outcome, detail = await self._classified(client.frame(method, req_id, params), req_id, timeout, method)
         return CallResult(kind, start if intended is None else intended, start, time.monotonic(), outcome, detail)
 
     async def request(self, method: str, params: dict[str, Any] | None, *, timeout: float) -> dict[str, Any]:
@@ -622,7 +762,9 @@ class HttpSession:
 
     async def send_raw(self, payload: bytes, *, kind: str, timeout: float) -> CallResult:
         start = time.monotonic()
-        outcome, detail = await self._classified(self._client.post(payload, None, None), None, timeout, reuse=False)
+        outcome, detail = await self._classified(
+            self._client.post(payload, None, None), None, timeout, None, reuse=False
+        )
         return CallResult(kind, start, start, time.monotonic(), outcome, detail)
 
     async def call_and_disconnect(self, name: str, arguments: dict[str, Any], *, after: float) -> CallResult:
@@ -643,8 +785,7 @@ class HttpSession:
             done, _ = await asyncio.wait({waiter}, timeout=after)
             if done:
                 try:
-                    answer = waiter.result()
-                    outcome, detail = classify(answer.message, answer.status)
+                    outcome, detail = _matched(waiter.result(), req_id, "tools/call")
                 except ClientError as e:
                     outcome, detail = failure(e)
             else:
@@ -672,18 +813,13 @@ class HttpSession:
     # -- the exchange -------------------------------------------------------------------------------
 
     async def _classified(
-        self, data: bytes, want: Any, timeout: float, *, reuse: bool = True
+        self, data: bytes, want: Any, timeout: float, method: str | None, *, reuse: bool = True
     ) -> tuple[Outcome, str | None]:
         try:
             answer = await self.exchange(data, want, timeout, reuse=reuse)
         except ClientError as e:
             return failure(e)
-        if want is not None and isinstance(answer.message, dict):
-            # Connections are never reused with an answer pending, so a foreign id is a server bug.
-            got = answer.message.get("id")
-            if got is not None and got != want:
-                return "transport_error", "wrong_id"
-        return classify(answer.message, answer.status)
+        return _matched(answer, want, method)
 
     async def exchange(self, data: bytes, want: Any, timeout: float, *, reuse: bool = True) -> HttpAnswer:
         """Send one prepared request and wait for its response; raises ClientError (RequestTimeout on time-out).
@@ -751,10 +887,25 @@ class HttpSession:
         self._all.discard(conn)
 
 
+def _matched(answer: HttpAnswer, want: Any, method: str | None) -> tuple[Outcome, str | None]:
+    """Classify an HTTP answer to the request with id `want` (None: a raw payload, any id will do).
+
+    A connection carries one request at a time and is never reused with an answer pending, so an answer with
+    another id is this call's, wrong: a protocol error, never a success. An error with a null id is allowed (the
+    server may not have read the id), a result with one is not.
+    """
+    msg = answer.message
+    if want is not None and isinstance(msg, dict):
+        got = msg.get("id")
+        if got != want and (got is not None or "error" not in msg):
+            return "protocol_error", "wrong_id"
+    return classify(msg, answer.status, method)
+
+
 def failure(error: ClientError) -> tuple[Outcome, str | None]:
     """The outcome and detail of a call that got no usable answer."""
     if isinstance(error, RequestTimeout):
-        return "timeout", None
+        return "timeout", None if error.detail == "timeout" else error.detail
     return "transport_error", error.detail
 
 

@@ -239,6 +239,7 @@ class StepRecorder:
         "phase",
         "sent_late",
         "started",
+        "violations",
     )
 
     def __init__(
@@ -267,6 +268,12 @@ class StepRecorder:
         self.client_cpu_percent: float | None = None  # set by whoever measured the client's CPU (the sampler)
         self.client_bound = False
         self.sent_late: int | None = 0 if model == "open" else None  # open model: calls the sender sent late
+        # What the server sent during the step that no call could carry, by kind (client.Tally): not calls.
+        self.violations: dict[str, int] = {}
+
+    def add_violations(self, counts: dict[str, int]) -> None:
+        for kind, n in counts.items():
+            self.violations[kind] = self.violations.get(kind, 0) + n
 
     # ---- the hot path ----
 
@@ -363,7 +370,8 @@ class StepRecorder:
         HdrHistogram's compressed V2 encoding; None without calls),
         client_cpu_percent, client_bound, sent_late and sender_behind (open
         model; closed: None and False), kinds {kind: {calls, outcomes,
-        latency_ms}} and details {"outcome:detail": n}.
+        latency_ms}}, details {"outcome:detail": n} and, when the server sent
+        answers no call could carry, violations {kind: n}.
         """
         counts = self.outcome_counts()
         calls = sum(counts.values())
@@ -398,6 +406,7 @@ class StepRecorder:
             "sender_behind": self.sender_behind,
             "kinds": kinds,
             "details": {f"{o}:{d}": n for (o, d), n in sorted(self.details.items())},
+            **({"violations": dict(sorted(self.violations.items()))} if self.violations else {}),
         }
 
     # ---- merging ----
@@ -428,6 +437,7 @@ class StepRecorder:
         self.client_bound = self.client_bound or other.client_bound
         if other.sent_late is not None:
             self.sent_late = (self.sent_late or 0) + other.sent_late
+        self.add_violations(other.violations)
 
     def to_state(self, t0: float) -> dict[str, Any]:
         return {
@@ -445,6 +455,7 @@ class StepRecorder:
             "client_cpu_percent": self.client_cpu_percent,
             "client_bound": self.client_bound,
             "sent_late": self.sent_late,
+            "violations": dict(self.violations),
         }
 
     @classmethod
@@ -472,6 +483,7 @@ class StepRecorder:
         step.client_bound = bool(state["client_bound"])
         late = state.get("sent_late")
         step.sent_late = None if late is None else int(late)
+        step.violations = {str(k): int(n) for k, n in (state.get("violations") or {}).items()}
         return step
 
 

@@ -12,6 +12,7 @@ import shlex
 import socket
 import sys
 import time
+import traceback
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ import orjson
 import psutil
 
 from bemcp import __version__
+from bemcp.stress.conduct import conduct_findings
 from bemcp.stress.discovery import discover
 from bemcp.stress.load import SessionPool, raise_fd_limit
 from bemcp.stress.model import Finding, Thresholds
@@ -31,7 +33,7 @@ from bemcp.stress.recorder import Recorder
 from bemcp.stress.report import finalize, write_all
 from bemcp.stress.report.narrative import no_tool_sentence
 from bemcp.stress.sampler import Sampler
-from bemcp.stress.selection import ToolSpec, plan_load
+from bemcp.stress.selection import SelectionError, ToolSpec, plan_load
 from bemcp.stress.targets import HttpTarget, Target, TargetError, parse_target
 from bemcp.stress.workers import WorkerPool
 
@@ -83,50 +85,66 @@ def default_out() -> Path:
 async def run(
     opts: StressOptions, say: Any, progress: Progress | None = None
 ) -> tuple[dict[str, Any], dict[str, Path]]:
-    """Run and report; raises TargetError (unreachable, bad spec) before any load is applied.
+    """Run and report. Raises TargetError only for a usage error (a bad spec, `--workers` on stdio, a `--tool` or
+    `--args` the target cannot take), before any load; every run that starts writes a report, even against a
+    target that cannot be used at all (unreachable, not MCP, a broken tools/list): its `target.error` says why.
 
     `say` gets the progress lines; `progress`, when given, also draws its live line while the phases run.
     """
     out = opts.out or default_out()
     out.mkdir(parents=True, exist_ok=True)
     log = StressLog(out / "stress.log")
-    raise_fd_limit()
+    try:
+        raise_fd_limit()
+        serve_args = tuple(opts.serve_args) or EMBEDDED_SERVE_ARGS
+        target = parse_target(opts.target, serve_args=serve_args, log_dir=out, revision=opts.revision)  # type: ignore[arg-type]
+        if opts.workers > 1 and not isinstance(target, HttpTarget):
+            raise TargetError("--workers needs an HTTP target (embedded or http://...): a stdio server has one pipe")
+        log.event("run_started", options={k: str(v) for k, v in vars_of(opts).items()})
+        report = await _run(opts, target, log, say, progress)
+        paths = write_all(report, out)
+        paths["log"] = out / "stress.log"
+        log.event("run_finished", verdict=report["verdict"]["status"], consistency=report["consistency"]["passed"])
+        return report, paths
+    finally:
+        log.close()
+
+
+async def _run(
+    opts: StressOptions, target: Target, log: StressLog, say: Any, progress: Progress | None
+) -> dict[str, Any]:
+    """Start, discover, run the phases; the finalized report."""
     profile = PROFILES[opts.profile]
     thresholds = Thresholds(opts.slo_p99_ms, opts.error_budget)
     started_wall = dt.datetime.now(dt.UTC)
     recorder = Recorder()
-    serve_args = tuple(opts.serve_args) or EMBEDDED_SERVE_ARGS
-    target = parse_target(opts.target, serve_args=serve_args, log_dir=out, revision=opts.revision)  # type: ignore[arg-type]
-    if opts.workers > 1 and not isinstance(target, HttpTarget):
-        log.close()
-        raise TargetError("--workers needs an HTTP target (embedded or http://...): a stdio server has one pipe")
-    log.event("run_started", options={k: str(v) for k, v in vars_of(opts).items()})
     try:
         say(f"target {opts.target}: starting and detecting the protocol revision")
         try:
             info = await target.start()
-        except TargetError as e:
-            log.event("run_failed", reason=str(e))
-            log.close()
-            raise
-        say(
-            f"target speaks {info.revision} ({info.server_info.get('name', '?')} "
-            f"{info.server_info.get('version', '')})".rstrip()
-        )
-        probe = target.session()
-        allow_writes = opts.allow_writes or target.kind == "embedded"  # our own server writes only to its sandbox
-        try:
-            found = await discover(probe, allow_writes=allow_writes, require_callable=False)
-        finally:
-            await probe.close()
-        try:
+            say(
+                f"target speaks {info.revision} ({info.server_info.get('name', '?')} "
+                f"{info.server_info.get('version', '')})".rstrip()
+            )
+            probe = target.session()
+            allow_writes = opts.allow_writes or target.kind == "embedded"  # our own server writes only to its sandbox
+            try:
+                found = await discover(probe, allow_writes=allow_writes, require_callable=False)
+            finally:
+                await probe.close()
             plan = plan_load(
                 found, tools=opts.tools, args=opts.arguments, allow_writes=allow_writes, revision=target.revision
             )
-        except TargetError as e:
+        except SelectionError as e:  # the flags, not the target: a usage error
             log.event("run_failed", reason=str(e))
-            log.close()
             raise
+        except TargetError as e:
+            return await _unusable(opts, target, str(e), started_wall, log, say)
+        except Exception as e:  # a target that broke the tester's start: still a report, the trace in the log
+            log.event("run_failed", reason=repr(e), traceback=traceback.format_exc())
+            return await _unusable(
+                opts, target, f"the tester failed on it: {type(e).__name__}: {e}", started_wall, log, say
+            )
         say(f"{len(found.tools)} tools; callable: {', '.join(t.name for t in found.callable) or 'none'}")
         say(f"load: {plan.note}" + (f"; {plan.hint}" if plan.hint else ""))
         log.event("discovered", **found.to_dict(), load=plan.note)
@@ -191,11 +209,86 @@ async def run(
         await target.close()
     totals = rec["totals"]
     finalize(report, latency_ms=totals.get("latency_ms"), latency_hdr=totals.get("latency_hdr"))
-    paths = write_all(report, out)
-    paths["log"] = out / "stress.log"
-    log.event("run_finished", verdict=report["verdict"]["status"], consistency=report["consistency"]["passed"])
-    log.close()
-    return report, paths
+    return report
+
+
+_LEVEL_UNITS = {"tsunami": "concurrency", "avalanche": "MB", "chaos": "concurrency", "rate": "calls/s"}
+
+
+async def _unusable(
+    opts: StressOptions, target: Target, reason: str, started: dt.datetime, log: StressLog, say: Any
+) -> dict[str, Any]:
+    """The report of a run whose target could not be used: every phase skipped, the reason a critical finding."""
+    log.event("target_unusable", reason=reason)
+    say(f"the target cannot be used: {reason}")
+    try:
+        alive = await target.alive()
+    except Exception:  # whatever the target did, the report comes first
+        alive = False
+    await target.close()
+    finished = dt.datetime.now(dt.UTC)
+    phases = {
+        name: {
+            "status": "skipped",
+            "started_at": finished.isoformat(),
+            "offset_s": round((finished - started).total_seconds(), 6),
+            "duration_s": 0.0,
+            "level_unit": _LEVEL_UNITS.get(name, "concurrency"),
+            "steps": [],
+            "results": _empty_results(name),
+            "notes": ["not run: the target could not be used"],
+        }
+        for name in opts.phases
+    }
+    findings = [Finding("critical", "run", f"The run could not use the target: {reason}.", {"reason": reason})]
+    findings += conduct_findings(phases, target.tally.snapshot(), call_timeout_s=PROFILES[opts.profile].call_timeout_s)
+    report = {
+        "schema_version": 1,
+        "tool": {"name": "bemcp stress", "version": __version__},
+        "run": _run_section(opts, started, finished),
+        "target": {
+            "spec": opts.target,
+            "kind": target.kind,
+            "revision": target.revision,
+            "server_info": target.info.server_info if target.info else None,
+            "pid": target.pid,
+            "tools_discovered": [],
+            "tools_used": [],
+            "skipped_tools": {},
+            "memory_budget_bytes": None,
+            "alive_at_end": alive,
+            "deaths": [],
+            "error": reason,
+        },
+        "environment": _environment(),
+        "thresholds": {"slo_p99_ms": opts.slo_p99_ms, "error_budget": opts.error_budget},
+        "phases": phases,
+        "timeseries": [],
+        "target_samples": [],
+        "protection_events": {"source": "none", "rejected": {}, "watchdog": {}, "memory_levels_seen": []},
+        "limits": [],
+        "findings": [
+            {"severity": f.severity, "phase": f.phase, "message": f.message, "data": f.data}
+            for f in sorted(findings, key=lambda f: _SEVERITY[f.severity])
+        ],
+    }
+    finalize(report)
+    return report
+
+
+def _run_section(opts: StressOptions, started: dt.datetime, finished: dt.datetime) -> dict[str, Any]:
+    return {
+        "id": uuid.uuid4().hex,
+        "started_at": started.isoformat(),
+        "finished_at": finished.isoformat(),
+        "duration_s": round((finished - started).total_seconds(), 3),
+        "seed": opts.seed,
+        "profile": opts.profile,
+        "phases": list(opts.phases),
+        "command": opts.command,
+        "workers": opts.workers,
+        "timeseries_interval_s": 1,
+    }
 
 
 def vars_of(opts: StressOptions) -> dict[str, Any]:
@@ -271,6 +364,8 @@ def _report(
         events = _client_side_events(rec)
     if sampler.target_died() and not ctx.deaths:
         ctx.deaths.append({"t": None, "phase": None, "detail": "a sample found the target process gone"})
+    outside = target.tally.since(ctx.attributed)  # discovery, and answers that came between steps
+    ctx.findings.extend(conduct_findings(report_phases, outside, call_timeout_s=ctx.profile.call_timeout_s))
     findings = sorted(ctx.findings, key=lambda f: _SEVERITY[f.severity])
     used = sorted(
         {
@@ -285,18 +380,7 @@ def _report(
     return {
         "schema_version": 1,
         "tool": {"name": "bemcp stress", "version": __version__},
-        "run": {
-            "id": uuid.uuid4().hex,
-            "started_at": started.isoformat(),
-            "finished_at": finished.isoformat(),
-            "duration_s": round((finished - started).total_seconds(), 3),
-            "seed": opts.seed,
-            "profile": opts.profile,
-            "phases": list(opts.phases),
-            "command": opts.command,
-            "workers": opts.workers,
-            "timeseries_interval_s": 1,
-        },
+        "run": _run_section(opts, started, finished),
         "target": {
             "spec": opts.target,
             "kind": target.kind,

@@ -2,13 +2,19 @@
 
 Requests are multiplexed by JSON-RPC id over the one pipe; a reader task dispatches each answer to its waiter.
 Framing and classification are those of `client` (either revision; see there).
+
+Over one pipe an answer's id is all that says whose it is, so ids are scattered (`client.RequestIds`: an id
+a server gets slightly wrong names no call in flight) and an answer that finds no waiter is sorted out only
+then, off the hot path: a late answer to a call the tester gave up on is dropped (the cancellation raced it),
+an answer to an id answered before is a `duplicate`, any other an `unknown_id`, both tallied. The call whose
+answer went astray times out. Writes never wait past the call's deadline: a server that stops reading its
+input makes calls time out with detail "unread", never the tester hang.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -22,7 +28,9 @@ from bemcp.stress.client import (
     LEGACY,
     MODERN,
     ClientError,
+    RequestIds,
     RequestTimeout,
+    Tally,
     TransportError,
     classify,
     error_label,
@@ -33,6 +41,8 @@ from bemcp.stress.client import (
 from bemcp.stress.model import CallResult, Outcome
 
 _STDIO_HIGH_WATER = 1024 * 1024
+# Ids of calls given up on (timed out or cancelled) whose answer may still come: a late answer is no violation.
+_GIVEN_UP_KEPT = 65536
 
 
 class StdioClient:
@@ -63,14 +73,21 @@ class StdioClient:
         self._limit = max_message_bytes
         self.client_info = dict(client_info)
         self._meta = modern_meta(self.client_info)
-        self._ids = itertools.count(id_base + 1)
+        self.ids = RequestIds(id_base)
+        self.tally = Tally()
+        self._given_up: set[Any] = set()
+        self._given_up_order: deque[Any] = deque()
         self._pending: dict[Any, asyncio.Future[dict[str, Any]]] = {}
         self._null_waiters: deque[asyncio.Future[dict[str, Any]]] = deque()
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
         self._dead: str | None = None  # why the pipe is unusable, once it is
         self.revision = MODERN
-        self.stray_lines = 0  # stdout lines that were not JSON-RPC: a protocol violation worth reporting
+
+    @property
+    def stray_lines(self) -> int:
+        """stdout lines that were not JSON-RPC: a protocol violation worth reporting."""
+        return self.tally.counts.get("stray_output", 0)
 
     @property
     def revision(self) -> str:
@@ -111,7 +128,7 @@ class StdioClient:
     # -- requests -----------------------------------------------------------------------------------
 
     def next_id(self) -> int:
-        return next(self._ids)
+        return self.ids.next()
 
     def frame(self, method: str, req_id: Any, params: dict[str, Any] | None, *, modern: bool | None = None) -> bytes:
         if self._modern if modern is None else modern:
@@ -128,28 +145,31 @@ class StdioClient:
         if self._dead is not None:
             raise TransportError(f"the server's stdio is closed ({self._dead})", "eof")
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         waiter: asyncio.Future[dict[str, Any]] = loop.create_future()
         if req_id is None:
             self._null_waiters.append(waiter)
         else:
             self._pending[req_id] = waiter
         try:
-            await self._write(data)
-        except ClientError:
-            self._forget(req_id, waiter)
+            await self._write(data, deadline)
+        except BaseException:
+            if self._forget(req_id, waiter):
+                self._gave_up(req_id)  # the line may yet reach the server, and its answer come back
             raise
-        timer = loop.call_later(timeout, self._expire, req_id, waiter)
+        timer = loop.call_at(deadline, self._expire, req_id, waiter)
         try:
             return await waiter
         except asyncio.CancelledError:
             if self._forget(req_id, waiter):
+                self._gave_up(req_id)
                 self._cancel_remote(req_id, "the client gave up")
             raise
         finally:
             timer.cancel()
 
-    async def notify(self, method: str, params: dict[str, Any] | None) -> None:
-        await self._write(self.frame(method, None, params))
+    async def notify(self, method: str, params: dict[str, Any] | None, *, timeout: float = 10.0) -> None:
+        await self._write(self.frame(method, None, params), asyncio.get_running_loop().time() + timeout)
 
     async def discover(self, *, timeout: float) -> dict[str, Any]:
         req_id = self.next_id()
@@ -164,12 +184,15 @@ class StdioClient:
         if isinstance(result, dict):
             agreed = result.get("protocolVersion")
             self.revision = agreed if isinstance(agreed, str) else version
-            await self._write(self.frame("notifications/initialized", None, None, modern=False))
+            deadline = asyncio.get_running_loop().time() + timeout
+            await self._write(self.frame("notifications/initialized", None, None, modern=False), deadline)
         return msg
 
     # -- plumbing -----------------------------------------------------------------------------------
 
-    async def _write(self, data: bytes) -> None:
+    async def _write(self, data: bytes, deadline: float) -> None:
+        """Write one line; past the high-water mark, wait for the pipe to drain, but never past `deadline`
+        (RequestTimeout "unread": the server stopped reading)."""
         proc = self._proc
         stdin = proc.stdin if proc is not None else None
         if stdin is None or stdin.is_closing() or self._dead is not None:
@@ -178,7 +201,11 @@ class StdioClient:
             stdin.write(data)
             transport = stdin.transport
             if isinstance(transport, asyncio.WriteTransport) and transport.get_write_buffer_size() > _STDIO_HIGH_WATER:
-                await stdin.drain()
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        await stdin.drain()
+                except TimeoutError:
+                    raise RequestTimeout("the server did not read its input in time", "unread") from None
         except (ConnectionError, RuntimeError) as e:
             self._mark_dead(f"write failed: {e!r}")
             raise TransportError(f"cannot write to the server: {e!r}", error_label(e)) from None
@@ -194,18 +221,57 @@ class StdioClient:
             proc.stdin.write(data)
 
     def _expire(self, req_id: Any, waiter: asyncio.Future[dict[str, Any]]) -> None:
-        if self._forget(req_id, waiter):
-            waiter.set_exception(RequestTimeout())
+        if self._forget(req_id, waiter) and not waiter.done():
+            waiter.set_exception(self._timeout())
+            self._gave_up(req_id)
             self._cancel_remote(req_id, "timeout")
 
-    def _forget(self, req_id: Any, waiter: asyncio.Future[dict[str, Any]]) -> bool:
-        """Stop waiting for an answer; True if it was still awaited."""
+    def _timeout(self) -> RequestTimeout:
+        """A timeout; "unread" when what was written has not all been read (the pipe is full)."""
+        proc = self._proc
+        transport = proc.stdin.transport if proc is not None and proc.stdin is not None else None
+        if isinstance(transport, asyncio.WriteTransport) and transport.get_write_buffer_size() > 0:
+            return RequestTimeout("the server did not read its input in time", "unread")
+        return RequestTimeout()
+
+    def _gave_up(self, req_id: Any) -> None:
+        """Remember a call whose answer may still come, so that it is dropped as late, not tallied."""
         if req_id is None:
-            with contextlib.suppress(ValueError):
+            return
+        self._given_up.add(req_id)
+        self._given_up_order.append(req_id)
+        if len(self._given_up_order) > _GIVEN_UP_KEPT:
+            self._given_up.discard(self._given_up_order.popleft())
+
+    def _forget(self, req_id: Any, waiter: asyncio.Future[dict[str, Any]]) -> bool:
+        """Stop waiting for an answer; True if it was still awaited (no answer had been handed to it).
+
+        Registration, not `waiter.done()`, says so: cancelling the task that awaits the waiter cancels it too.
+        """
+        if req_id is None:
+            try:
                 self._null_waiters.remove(waiter)
-        elif self._pending.get(req_id) is waiter:
+            except ValueError:
+                return False
+            return True
+        if self._pending.get(req_id) is waiter:
             del self._pending[req_id]
-        return not waiter.done()
+            return True
+        return False
+
+    def _unmatched(self, req_id: Any, msg: dict[str, Any]) -> None:
+        """An answer no call waits for: late (dropped), a duplicate or an unknown id (tallied). An error with a
+        null id is dropped too: JSON-RPC allows one for a request whose id the server could not read."""
+        if req_id is None and "error" in msg:
+            return
+        if not isinstance(req_id, (str, int)):
+            self.tally.add("unknown_id")  # no id we send looks like that (a float, a list, null on a result)
+        elif req_id in self._given_up:
+            self._given_up.discard(req_id)  # one late answer is expected; a second would be a duplicate
+        elif self.ids.issued(req_id):
+            self.tally.add("duplicate")
+        else:
+            self.tally.add("unknown_id")
 
     async def _read_loop(self) -> None:
         proc = self._proc
@@ -221,7 +287,7 @@ class StdioClient:
                     return
                 except asyncio.LimitOverrunError as e:
                     await _skip_line(stdout, e.consumed)
-                    self.stray_lines += 1
+                    self.tally.add("stray_output")
                     continue
                 self._dispatch(line)
         except (ConnectionError, OSError) as e:
@@ -234,10 +300,10 @@ class StdioClient:
             msg = orjson.loads(line)
         except orjson.JSONDecodeError:
             if line.strip():
-                self.stray_lines += 1
+                self.tally.add("stray_output")
             return
         if not isinstance(msg, dict):
-            self.stray_lines += 1
+            self.tally.add("stray_output")
             return
         if "method" in msg:
             if "id" in msg:  # a server-to-client request: we offered no capabilities, so say no (ping: yes)
@@ -252,6 +318,8 @@ class StdioClient:
             waiter = None
         if waiter is not None and not waiter.done():
             waiter.set_result(msg)
+        elif "result" in msg or "error" in msg:
+            self._unmatched(req_id, msg)
 
     def _answer_server_request(self, msg: dict[str, Any]) -> None:
         if msg.get("method") == "ping":
@@ -339,7 +407,7 @@ class StdioSession:
         req_id = client.next_id()
         start = time.monotonic()
         data = client.frame("tools/call", req_id, {"name": name, "arguments": arguments})
-        return await self._timed(name, data, req_id, timeout, start, intended)
+        return await self._timed(name, data, req_id, timeout, start, intended, "tools/call")
 
     async def call_method(
         self, method: str, params: dict[str, Any] | None, *, kind: str, timeout: float, intended: float | None = None
@@ -347,12 +415,19 @@ class StdioSession:
         client = self._client
         req_id = client.next_id()
         start = time.monotonic()
-        return await self._timed(kind, client.frame(method, req_id, params), req_id, timeout, start, intended)
+        return await self._timed(kind, client.frame(method, req_id, params), req_id, timeout, start, intended, method)
 
     async def _timed(
-        self, kind: str, data: bytes, req_id: Any, timeout: float, start: float, intended: float | None = None
+        self,
+        kind: str,
+        data: bytes,
+        req_id: Any,
+        timeout: float,
+        start: float,
+        intended: float | None = None,
+        method: str | None = None,
     ) -> CallResult:
-        """Send `data`, wait for the answer to `req_id`, and classify it as one timed call."""
+        """Send `data`, wait for the answer to `req_id`, and classify it as one timed call (of `method`)."""
         outcome: Outcome
         detail: str | None
         try:
@@ -360,7 +435,7 @@ class StdioSession:
         except ClientError as e:
             outcome, detail = failure(e)
         else:
-            outcome, detail = classify(msg)
+            outcome, detail = classify(msg, 200, method)
         return CallResult(kind, start if intended is None else intended, start, time.monotonic(), outcome, detail)
 
     async def request(self, method: str, params: dict[str, Any] | None, *, timeout: float) -> dict[str, Any]:
@@ -394,7 +469,7 @@ class StdioSession:
         except ClientError as e:
             outcome, detail = failure(e)
         else:
-            outcome, detail = classify(msg)
+            outcome, detail = classify(msg, 200, "tools/call")
         return CallResult("chaos:disconnect", start, start, time.monotonic(), outcome, detail)
 
     async def close(self) -> None:

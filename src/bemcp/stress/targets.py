@@ -35,6 +35,7 @@ from bemcp.stress.client import (
     Endpoint,
     HttpClient,
     HttpSession,
+    Tally,
     http_get,
     is_modern,
 )
@@ -173,6 +174,7 @@ class Target(abc.ABC):
     spec: str
     info: TargetInfo | None = None
     metrics_url: str | None = None  # Prometheus /metrics, when the target has one
+    client: HttpClient | StdioClient | None = None
 
     @property
     @abc.abstractmethod
@@ -198,6 +200,11 @@ class Target(abc.ABC):
     @property
     def revision(self) -> str | None:
         return self.info.revision if self.info is not None else None
+
+    @property
+    def tally(self) -> Tally:
+        """What the server sent that no call could carry (duplicates, unknown ids): see `client.Tally`."""
+        return self.client.tally if self.client is not None else Tally()
 
     async def __aenter__(self) -> Self:
         try:

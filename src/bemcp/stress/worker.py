@@ -65,6 +65,8 @@ class Worker:
         if self._pool is None:
             return {"ok": False, "error": "not initialised"}
         recorder = Recorder(t0_wall=self._t0_wall)
+        assert self._target is not None
+        before = self._target.tally.snapshot()
         level = float(cmd["level"])
         duration, timeout = float(cmd["duration"]), float(cmd["timeout"])
         if op == "closed":
@@ -87,6 +89,7 @@ class Worker:
                 start_at=float(cmd["start_at"]),
             )
         step.finish()
+        step.add_violations(self._target.tally.since(before))
         return {"ok": True, "state": recorder.to_state()}
 
     async def close(self) -> None:

@@ -60,7 +60,7 @@ async def avalanche(ctx: PhaseContext) -> PhaseOutcome:
         for mb in sizes:
             call = workload.allocate_memory(mb, hold_seconds=0.3)
             step = ctx.recorder.step("avalanche", mb, model="closed", concurrency=1)
-            mark = ctx.sampler.cpu_mark()
+            mark = ctx.mark()
             result = await session.call_tool(call.name, call.arguments, timeout=p.call_timeout_s + 30)
             step.record(result)
             ctx.finish_step(step, mark)

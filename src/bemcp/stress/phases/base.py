@@ -28,6 +28,14 @@ class PhaseOutcome:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class StepMark:
+    """Where a step started: the load generator's CPU and the target's tally of answers no call could carry."""
+
+    cpu: Any
+    tally: dict[str, int]
+
+
 @dataclass(slots=True)
 class PhaseContext:
     target: Target
@@ -44,13 +52,15 @@ class PhaseContext:
     plan: LoadPlan  # what the load steps call (selection.plan_load)
     workers: WorkerPool = field(default_factory=lambda: WorkerPool(1))  # --workers: who applies the load
     memo: dict[str, Any] = field(default_factory=dict)  # what one phase learns for the next (e.g. throughput)
+    # This process's share of the tally that steps have been given; the rest came outside any step.
+    attributed: dict[str, int] = field(default_factory=dict)
 
     def load_call(self) -> Mix:
         return self.plan.mix
 
     async def closed(self, phase: str, level: int, duration: float, mix: Mix) -> StepRecorder:
         step = self.recorder.step(phase, level, model="closed", concurrency=level)
-        mark = self.sampler.cpu_mark()
+        mark = self.mark()
         calls = closed_calls(level, mix, self.rng, period=mix.period)
         await self.workers.closed(self.recorder, step, self.pool, calls, duration, self.profile.call_timeout_s)
         self.finish_step(step, mark)
@@ -58,17 +68,26 @@ class PhaseContext:
 
     async def open(self, phase: str, rate: float, duration: float, mix: Mix) -> StepRecorder:
         step = self.recorder.step(phase, rate, model="open", offered_rate=rate)
-        mark = self.sampler.cpu_mark()
+        mark = self.mark()
         calls = open_calls(rate, duration, mix, self.rng, period=mix.period)
         await self.workers.open(self.recorder, step, self.pool, calls, rate, duration, self.profile.call_timeout_s)
         self.finish_step(step, mark)
         return step
 
-    def finish_step(self, step: StepRecorder, mark: Any) -> None:
-        """End the step (unless its load already did) and show it; its client CPU spans every load process."""
+    def mark(self) -> StepMark:
+        """Take at a step's start; `finish_step` gives the step what happened since."""
+        return StepMark(self.sampler.cpu_mark(), self.target.tally.snapshot())
+
+    def finish_step(self, step: StepRecorder, mark: StepMark) -> None:
+        """End the step (unless its load already did) and show it; its client CPU spans every load process, and
+        what the server sent that no call could carry (this process's share; workers add theirs) is the step's."""
         if step.ended is None:
             step.finish()
-        cpu = self.sampler.cpu_since(mark)
+        seen = self.target.tally.since(mark.tally)
+        step.add_violations(seen)
+        for kind, n in seen.items():
+            self.attributed[kind] = self.attributed.get(kind, 0) + n
+        cpu = self.sampler.cpu_since(mark.cpu)
         step.set_client_cpu(cpu.percent, cpu.bound)
         o = step.outcome()
         flag = "  CLIENT-BOUND" if cpu.bound else ""

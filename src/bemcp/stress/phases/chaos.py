@@ -20,11 +20,16 @@ _OVERSIZED_MB = 5  # past BE-MCP's default 4 MiB body limit
 _UNOWED = frozenset({"chaos:disconnect"})
 
 
+def _raw_id(rng: random.Random) -> str:
+    # A string: the load's ids are integers, so a raw message's answer can never be taken for a call's.
+    return f"chaos-{rng.randrange(1 << 30)}"
+
+
 def _malformed(rng: random.Random, tool: str) -> bytes:
     good = orjson.dumps(
         {
             "jsonrpc": "2.0",
-            "id": rng.randrange(1 << 30),
+            "id": _raw_id(rng),
             "method": "tools/call",
             "params": {"name": tool, "arguments": {"text": "x"}},
         }
@@ -63,7 +68,7 @@ def _ops(ctx: PhaseContext) -> dict[str, tuple[int, Op]]:
         "oversized": (
             1,
             lambda s, r, t: s.send_raw(
-                b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":'
+                b'{"jsonrpc":"2.0","id":"' + _raw_id(r).encode() + b'","method":"tools/call","params":'
                 b'{"name":"' + named + b'","arguments":{"text":"' + b"x" * (_OVERSIZED_MB << 20) + b'"}}}',
                 kind="chaos:oversized",
                 timeout=timeout,
@@ -142,7 +147,7 @@ async def chaos(ctx: PhaseContext) -> PhaseOutcome:
     seeds = [ctx.rng.randrange(1 << 32) for _ in range(p.chaos_concurrency)]
     sent: Counter[str] = Counter()
     step = ctx.recorder.step("chaos", p.chaos_concurrency, model="closed", concurrency=p.chaos_concurrency)
-    mark = ctx.sampler.cpu_mark()
+    mark = ctx.mark()
     end = time.monotonic() + p.chaos_s
 
     async def caller(seed: int) -> None:

@@ -623,6 +623,11 @@ def render_html(report: Report) -> str:
     status = verdict["status"]
     failed = [c["name"] for c in verdict["criteria"] if c["passed"] is False]
     banners = ""
+    if target.get("error"):
+        banners += (
+            f'<div class="banner fail"><b>The run could not use the target:</b> {_e(target["error"])}. No phase '
+            "ran.</div>"
+        )
     if not report["consistency"]["passed"]:
         banners += (
             '<div class="banner fail"><b>This report failed its consistency checks.</b> Some of its numbers '

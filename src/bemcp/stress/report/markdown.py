@@ -58,6 +58,8 @@ def _summary(report: Report) -> str:
         out.append("**Verdict: PASS ✅**: every measured criterion below holds.\n")
     else:
         out.append(f"**Verdict: FAIL ❌**: {', '.join(failed) or 'nothing could be measured'}.\n")
+    if report["target"].get("error"):
+        out.append(f"> ❌ **The run could not use the target**: {_text(report['target']['error'])}. No phase ran.\n")
     if not consistency["passed"]:
         out.append(
             "> ⚠️ **This report failed its consistency checks**: some of its numbers disagree with each "

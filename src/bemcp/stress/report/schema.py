@@ -352,6 +352,16 @@ def _step() -> Obj:
                     key_doc="outcome:detail",
                 )
             ),
+            "violations": opt(
+                Map(
+                    "what the server sent in the step that no call could carry, by kind: `unknown_id` (an "
+                    "answer to an id never sent), `duplicate` (a second answer to one request), `unsolicited` "
+                    "(an HTTP response with no request outstanding), `stray_output` (a stdout line that is not "
+                    "JSON-RPC); none is counted as a call, so they stand beside `calls`; absent when none",
+                    Int("answers (or lines)", min=1),
+                    key_doc="kind",
+                )
+            ),
         },
     )
 
@@ -609,6 +619,13 @@ def report_spec() -> Obj:
                         ),
                         "alive_at_end": req(Bool("the target answered at the end of the run")),
                         "deaths": req(List("every time the target was found dead during the run", death)),
+                        "error": opt(
+                            Str(
+                                "why the run could not use the target (unreachable, not speaking MCP, no usable "
+                                "tools/list): every phase is then skipped and the verdict is FAIL; absent when it "
+                                "could"
+                            )
+                        ),
                     },
                 )
             ),
