@@ -61,7 +61,7 @@ typecheck: $(VENV)/.installed
 	$(BIN)/mypy
 
 unit: setup browser
-	$(BIN)/pytest -q
+	REQUIRE_CONFORMANCE=1 $(BIN)/pytest -q
 
 test: setup lint typecheck unit
 
