@@ -241,6 +241,25 @@ def test_littles_law_tolerance(base: Report) -> None:
     assert "too short to check" in check(base, "Little")["detail"]
 
 
+def test_littles_law_allows_the_callers_gap_up_to_the_testers_busy_share(base: Report) -> None:
+    """Against a server that answers in a fraction of a millisecond, a caller's gap between an answer and its next
+    send (waiting for the tester's busy event loop) is a real share of each cycle: λ·W may fall short of N by as
+    much as the tester's CPU was busy, never more."""
+    soak = "phases.soak.steps.0"
+    step = base["phases"]["soak"]["steps"][0]
+    assert not step["client_bound"] and step["concurrency"] / step["calls"] < 0.01
+
+    def gap(cpu: float) -> Callable[[Report], None]:
+        def mutate(r: Report) -> None:
+            _set(f"{soak}.latency_ms.mean", lambda v: v * 0.5)(r)  # λ·W at half of N
+            _set(f"{soak}.client_cpu_percent", cpu)(r)
+
+        return mutate
+
+    assert check(redo(base, gap(60.0)), "Little")["passed"]
+    assert not check(redo(base, gap(40.0)), "Little")["passed"]
+
+
 @pytest.mark.parametrize(("peak", "passed"), [(500, True), (460, True), (440, False)])
 def test_peak_allows_for_bucket_alignment_of_short_steps(peak: int, passed: bool) -> None:
     # A 1-s step at 1,000 ok/s from t=0.5 to t=1.5 puts 500 calls in each of two buckets: the best bucket shows
