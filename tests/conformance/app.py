@@ -277,6 +277,34 @@ async def test_input_required_result_tampered_state(ctx: Context) -> Text:
     return Text(f"confirmed={res.get('content', {}).get('ok')}")
 
 
+# The 2026-07-28 suite changes the lists through these and expects list_changed on an open subscriptions/listen.
+_changes = {"tools": 0, "prompts": 0}
+
+
+@app.tool
+async def test_trigger_tool_change() -> Text:
+    """Add a tool (a list change the listen streams hear)."""
+    _changes["tools"] += 1
+
+    async def added() -> str:
+        return "added"
+
+    app.add_tool(added, name=f"test_added_tool_{_changes['tools']}", description="A tool added while serving.")
+    return Text("tool added")
+
+
+@app.tool
+async def test_trigger_prompt_change() -> Text:
+    """Add a prompt (a list change the listen streams hear)."""
+    _changes["prompts"] += 1
+
+    def added() -> str:
+        return "added"
+
+    app.prompt(name=f"test_added_prompt_{_changes['prompts']}", description="A prompt added while serving.")(added)
+    return Text("prompt added")
+
+
 @app.tool
 async def test_input_required_result_capabilities(ctx: Context) -> Text:
     """Asks only for what the client declared it can answer."""
