@@ -1,28 +1,14 @@
-"""Soak: a fixed closed-model load for a duration; the target's RSS slope gives a leak verdict."""
+"""Soak: a fixed closed-model load for a duration; the target's RSS over it gives a leak verdict (`leak`)."""
 
 from __future__ import annotations
 
 import time
 
+from bemcp.stress.leak import MiB, leak_verdict
 from bemcp.stress.model import Finding
 from bemcp.stress.phases.base import PhaseContext, PhaseOutcome
 
-MiB = 1024 * 1024
 _SLICE_S = 5.0  # the soak is recorded as slices so the report shows its stability over time
-
-
-def leak_verdict(slope: float | None, duration: float, samples: int, rss: int | None) -> str:
-    """`leak` when RSS grows steadily by more than 1 MiB/min and 10% over the soak, `possible_leak` for half
-    that; too short (under 20 s) or too few samples cannot tell."""
-    if slope is None or samples < 5 or duration < 20:
-        return "inconclusive"
-    grown = slope * duration
-    relative = grown / rss if rss else 0.0
-    if slope * 60 > MiB and relative > 0.10:
-        return "leak"
-    if slope * 60 > MiB / 2 and relative > 0.05:
-        return "possible_leak"
-    return "no_leak"
 
 
 async def soak(ctx: PhaseContext) -> PhaseOutcome:
@@ -40,22 +26,26 @@ async def soak(ctx: PhaseContext) -> PhaseOutcome:
             status = "aborted"
             break
     end = time.monotonic() - ctx.recorder.t0
-    slope = ctx.sampler.rss_slope(start, end)
-    samples = [s for s in ctx.sampler.target_samples if start <= s.t <= end and s.rss_bytes is not None]
-    rss = samples[-1].rss_bytes if samples else None
-    verdict = leak_verdict(slope, end - start, len(samples), rss)
-    if verdict in ("leak", "possible_leak") and slope is not None:
+    points = [(s.t, s.rss_bytes) for s in ctx.sampler.target_samples if start <= s.t <= end and s.rss_bytes is not None]
+    leak = leak_verdict(points)
+    if leak.verdict in ("leak", "possible_leak") and leak.late_rate is not None:
         ctx.findings.append(
             Finding(
-                "critical" if verdict == "leak" else "warning",
+                "critical" if leak.verdict == "leak" else "warning",
                 "soak",
-                f"Target RSS grew by {slope * 60 / MiB:.1f} MiB/min under a steady load.",
-                {"slope_bytes_per_s": slope},
+                f"Target RSS grew by {leak.late_rate * 60 / MiB:.1f} MiB/min under a steady load"
+                + (" in every quarter of the soak: a leak." if leak.verdict == "leak" else ", though not steadily."),
+                {"late_bytes_per_s": leak.late_rate, "threshold_bytes_per_s": leak.threshold},
             )
         )
-    return PhaseOutcome(
-        status,
-        "concurrency",
-        {"rss_slope_bytes_per_s": slope, "leak_verdict": verdict, "rss_samples": len(samples)},
-        [f"{level} callers for {p.soak_s:g} s"],
-    )
+    results: dict[str, object] = {
+        "rss_slope_bytes_per_s": leak.slope,
+        "leak_verdict": leak.verdict,
+        "rss_samples": leak.samples,
+        "leak_reason": leak.reason,
+    }
+    if leak.threshold is not None:
+        results["leak_threshold_bytes_per_s"] = leak.threshold
+        results["rss_late_growth_bytes_per_s"] = leak.late_rate
+        results["rss_quarter_medians_bytes"] = leak.quarter_medians
+    return PhaseOutcome(status, "concurrency", results, [f"{level} callers for {p.soak_s:g} s"])

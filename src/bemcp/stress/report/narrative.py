@@ -273,15 +273,19 @@ def recommendations(report: Report) -> list[str]:
         if name in verdict and verdict[name]["passed"] is False:
             out.append(advice)
     leak = _result(report, "soak", "leak_verdict")
+    why = _result(report, "soak", "leak_reason")
     if leak in ("leak", "possible_leak"):
         slope = _result(report, "soak", "rss_slope_bytes_per_s")
         out.append(
-            f"The soak RSS grew by {fmt.bytes_(slope)}/s ({leak.replace('_', ' ')}): run a longer soak "
-            "(`--profile extreme`) and profile the allocations."
+            f"The soak RSS grew by {fmt.bytes_(slope)}/s ({leak.replace('_', ' ')}"
+            + (f": {why}" if why else "")
+            + "): run the soak on its own (`--phases soak`, so memory freed by earlier phases cannot hide growth), "
+            "longer (`--profile standard`), and profile the allocations."
         )
     elif leak == "inconclusive":
         out.append(
-            "The soak was too short (or had no RSS samples) for a leak verdict: run `--profile standard` or longer."
+            f"The soak gave no leak verdict ({why or 'too few RSS samples'}): run `--profile standard` for a "
+            "longer soak."
         )
     not_run = [p for p in PHASE_TITLES if p not in phases]
     if not_run:

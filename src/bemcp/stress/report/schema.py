@@ -486,12 +486,24 @@ def _phase_results(name: str) -> Obj:
             ),
             "leak_verdict": req(
                 Str(
-                    "`leak`: RSS grew steadily; `possible_leak`: it grew, but not clearly; "
-                    "`no_leak`; `inconclusive`: too short or no samples",
+                    "`leak`: RSS grew from every quarter of the soak to the next, at θ or more over the soak and "
+                    "over its second half; `possible_leak`: it still grew at θ/2 or more over the second half, "
+                    "not steadily; `no_leak`: it levelled off, shrank or grew slower; `inconclusive`: too few RSS "
+                    "samples (see *The leak verdict* below)",
                     enum=("no_leak", "possible_leak", "leak", "inconclusive"),
                 )
             ),
-            "rss_samples": opt(Int("RSS samples the slope was fitted to", min=0)),
+            "rss_samples": opt(Int("RSS samples the verdict was drawn from", min=0)),
+            "leak_reason": opt(Str("one sentence: why the verdict")),
+            "leak_threshold_bytes_per_s": opt(
+                Num("θ = max(1 MiB/min, 1% of the median RSS per minute): the growth that counts as a leak", min=0)
+            ),
+            "rss_late_growth_bytes_per_s": opt(
+                Nullable(Num("RSS growth over the soak's second half (median of its last quarter minus its second)"))
+            ),
+            "rss_quarter_medians_bytes": opt(
+                List("the median RSS of each quarter of the soak, in order", Int("bytes", min=0))
+            ),
         },
     }
     return Obj(f"Results of the {name} phase.", results[name])
