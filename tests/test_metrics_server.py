@@ -27,6 +27,7 @@ BEMCP_COUNTERS = {
     "bemcp_calls_completed",
     "bemcp_calls_shed",
     "bemcp_watchdog_events",
+    "bemcp_calls_abandoned",
 }
 BEMCP_GAUGES = {
     "bemcp_in_flight",
@@ -41,6 +42,7 @@ BEMCP_GAUGES = {
     "bemcp_memory_level",
     "bemcp_sync_threads_running",
     "bemcp_sync_threads_abandoned",
+    "bemcp_abandoned_calls",
     "bemcp_subtasks",
     "bemcp_ready",
     "bemcp_uptime_seconds",

@@ -12,7 +12,7 @@ import functools
 import logging
 import traceback
 from bisect import bisect_left
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from time import monotonic as _monotonic
 from typing import Any, Literal
 
@@ -27,6 +27,7 @@ from bemcp.protocol.exchange import LOG_RANK, Exchange, Peer
 from bemcp.protocol.jsonrpc import Kind, Message
 from bemcp.protocol.notify import FILTER_KEYS, SUBSCRIPTION_ID, Listener, Notifier
 from bemcp.runtime.runtime import Runtime
+from bemcp.runtime.tasks import DeadlineExceeded
 
 log = logging.getLogger("bemcp.protocol")
 
@@ -344,7 +345,7 @@ class Server:
         method: TimedMethod,
         name: str,
         timeout: float | None,
-        work: Callable[[], Awaitable[dict[str, Any]]],
+        work: Callable[[], Coroutine[Any, Any, dict[str, Any]]],
         *,
         read_only: bool = True,
         essential: bool = False,
@@ -384,16 +385,18 @@ class Server:
             if timeout is None:
                 res = await work()
             else:
+                # The work runs in a task of its own, so that the call can be answered at its deadline (or, by
+                # the watchdog, at the deadline plus its grace) even when the work ignores its cancellation.
                 try:
-                    async with asyncio.timeout(timeout):
-                        res = await work()
-                except TimeoutError:
+                    res = await tasks.run_with_deadline(rec, timeout, work)
+                except DeadlineExceeded:
                     ex.cancel_reason = "deadline"
                     outcome = "timeout"
+                    data: dict[str, Any] = {"reason": "deadline", "timeout_s": timeout}
+                    if rec.holds:
+                        data["abandoned"] = True
                     raise McpError(
-                        codes.CALL_TIMEOUT,
-                        f"{method} {name} exceeded its deadline of {timeout:g}s",
-                        {"reason": "deadline", "timeout_s": timeout},
+                        codes.CALL_TIMEOUT, f"{method} {name} exceeded its deadline of {timeout:g}s", data
                     ) from None
             outcome = "error" if res.get("isError") else "ok"
             return res
@@ -402,15 +405,39 @@ class Server:
             return mrtr.input_required_result(ex, params, need, self._signer)
         except asyncio.CancelledError:
             outcome = "cancelled"
-            raise
-        except McpError:
-            outcome = "protocol_error" if outcome == "error" else outcome
+            reason = ex.cancel_reason
+            if reason != "watchdog" and reason != "drain_timeout":
+                raise
+            # The server cut the call off: past its deadline's grace, its work having ignored the cancellation
+            # (`watchdog`), or at the end of a drain (`drain_timeout`). Answered -32051; the cancel is spent here.
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            data = {"reason": reason}
+            if reason == "watchdog":
+                outcome = "timeout"
+                text = f"{method} {name} exceeded its deadline of {timeout:g}s and ignored its cancellation"
+                data["timeout_s"] = timeout
+            else:
+                text = f"{method} {name} was cut off: the server is shutting down and its drain timed out"
+            if rec.holds:
+                data["abandoned"] = True
+                text += "; its work still runs, abandoned"
+            raise McpError(codes.CALL_TIMEOUT, text, data) from None
+        except McpError as e:
+            if outcome == "error":
+                outcome = "refused" if e.code == codes.OVERLOADED else "protocol_error"
             raise
         finally:
             tasks.end(rec, outcome)
             if protect:
                 duration = _monotonic() - rec.started
-                if fast:  # `adm.leave()`, inlined
+                if rec.holds:  # work outlived the answer: it keeps its slot until it ends
+                    if fast:
+                        rec.on_release = adm.leave
+                    elif token is not None:
+                        rec.on_release = functools.partial(token.release, _SAMPLE.get(outcome, "ignore"))
+                elif fast:  # `adm.leave()`, inlined
                     adm.in_flight -= 1
                     if not adm.lane:
                         adm.settle()

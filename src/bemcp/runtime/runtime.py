@@ -4,19 +4,22 @@ It owns the task registry, admission (the concurrency ceiling), the Smart
 Memory Manager, the Task Watchdog, the non-blocking task log, the metrics and
 the worker pool for sync tools. `start()` and `stop()` are explicit and
 idempotent; `stop()` joins every thread it started, so a start/stop/start
-cycle in one process leaves nothing behind.
+cycle in one process leaves nothing behind, with one exception it names in
+the log: a sync tool's thread that is still running (Python cannot stop it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
-import threading
+import signal
+import sys
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -27,6 +30,7 @@ from bemcp.runtime.limits import make_limit
 from bemcp.runtime.memory import MemoryConfig, MemoryLevel, MemoryLimit, MemoryManager
 from bemcp.runtime.sandbox import Sandbox
 from bemcp.runtime.stats import RuntimeMetrics
+from bemcp.runtime.syncpool import SyncPool
 from bemcp.runtime.tasklog import TaskLog
 from bemcp.runtime.tasks import TaskManager
 from bemcp.runtime.watchdog import Watchdog, WatchdogConfig, WatchdogEvent
@@ -52,6 +56,8 @@ class RuntimeConfig:
     task_log: bool = True
     stall_threshold: float = 1.0
     emergency_threshold: float = 30.0
+    # Seconds cancelled work may take to end: the watchdog answers a call this long past its deadline, and a
+    # call cancelled otherwise (client, drain) waits this long for its work before abandoning it.
     deadline_grace: float = 1.0
     drain_timeout: float = 10.0
     max_fanout_nodes: int = 10_000
@@ -63,7 +69,7 @@ class RuntimeConfig:
 class Runtime:
     def __init__(self, config: RuntimeConfig | None = None, *, exit_process: Callable[[int], None] = os._exit) -> None:
         self.config = cfg = config or RuntimeConfig()
-        self.tasks = TaskManager(cfg.max_fanout_nodes)
+        self.tasks = TaskManager(cfg.max_fanout_nodes, cfg.deadline_grace)
         self.admission = Admission(
             make_limit(cfg.limit, cfg.max_concurrency, cfg.max_concurrency),
             queue_size=cfg.queue_size,
@@ -96,13 +102,12 @@ class Runtime:
         # path reads this one flag and only then asks why.
         self.shedding = False
         self.memory.add_listener(self._on_memory_level)
-        self.sync_running = 0  # worker threads busy with a call
-        self.sync_abandoned = 0  # of those, calls already answered (past their deadline)
-        self._pool: ThreadPoolExecutor | None = None
+        self.refused: Counter[str] = Counter()  # calls refused after admission (workers_exhausted)
+        self._pool: SyncPool | None = None
         self._started_at: float | None = None
         self._exit = exit_process
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._sync_lock = threading.Lock()
+        self.left_behind: str | None = None  # what the last stop() could not stop (see describe_left_behind)
 
     @property
     def running(self) -> bool:
@@ -116,7 +121,8 @@ class Runtime:
             with contextlib.suppress(RuntimeError):
                 loop = asyncio.get_running_loop()
         self._loop = loop
-        self._pool = ThreadPoolExecutor(self.config.sync_workers, thread_name_prefix="bemcp-sync")
+        self._pool = SyncPool(self.config.sync_workers)
+        self.left_behind = None
         self._started_at = time.monotonic()
         self.draining = False
         self.admission.set_draining(False)
@@ -129,15 +135,52 @@ class Runtime:
                 self.watchdog.start(loop)
 
     def stop(self) -> None:
+        """Stop every part and join its threads, except sync threads still running a tool: those are left
+        behind (daemon threads, which never hold the process at exit), named in the log and in `left_behind`."""
         pool, self._pool = self._pool, None
         if pool is None:
             return
         self.watchdog.stop()
         self.memory.stop()
-        pool.shutdown(wait=True, cancel_futures=True)
+        busy = pool.stop()
+        self.left_behind = self.describe_left_behind(busy)
+        if self.left_behind:
+            log.warning("runtime stopped; left behind: %s", self.left_behind)
         self.sandbox.close()
         self.tasklog.stop()
         self._loop = None
+
+    def describe_left_behind(self, busy: list[tuple[str, bool, float]] | None = None) -> str | None:
+        """What is still running that no one will answer or wait for, in one line; None when nothing is.
+
+        Lock-free reads only: a signal handler calls this.
+        """
+        if busy is None:
+            pool = self._pool
+            busy = pool.busy() if pool is not None else []
+        tasks = self.tasks
+        parts = []
+        unanswered = [r.name for r in list(tasks.inflight.values())]
+        if unanswered:
+            parts.append(f"{len(unanswered)} unanswered calls still running ({_names(unanswered)})")
+        abandoned = [r.name for r in list(tasks.abandoned.values())]
+        if abandoned:
+            parts.append(f"{len(abandoned)} abandoned calls still running after their answer ({_names(abandoned)})")
+        if busy:
+            parts.append(f"{len(busy)} sync threads still running ({_names(name for name, _, _ in busy)})")
+        return "; ".join(parts) or None
+
+    @property
+    def sync_running(self) -> int:
+        """Worker threads running a sync tool."""
+        pool = self._pool
+        return pool.running if pool is not None else 0
+
+    @property
+    def sync_abandoned(self) -> int:
+        """Of those, threads whose call is already answered."""
+        pool = self._pool
+        return pool.abandoned if pool is not None else 0
 
     @property
     def draining(self) -> bool:
@@ -184,47 +227,97 @@ class Runtime:
     async def run_sync(self, fn: Callable[..., T], kwargs: dict[str, Any]) -> T:
         """Run a blocking function in the bounded pool, never on the event loop.
 
-        A call past its deadline is answered at once, but its thread cannot be
-        interrupted: it is counted as abandoned, and when every worker is
-        abandoned new sync calls are refused instead of queueing behind them.
+        A call cancelled while its thread runs (its deadline, the client, a drain) is answered at once, but the
+        thread cannot be interrupted: it is counted as abandoned and keeps the call's admission slot until it
+        returns. Once every worker is abandoned, new sync calls are refused at once (`workers_exhausted`)
+        instead of queueing behind them.
         """
         pool = self._pool
         if pool is None:
             raise RuntimeError("Runtime is not started")
-        if self.sync_abandoned >= self.config.sync_workers:
-            raise Overloaded("concurrency_limit", 1000, self.config.sync_workers, self.sync_running, 0)
-        answered = threading.Event()
+        if pool.abandoned >= pool.workers:
+            self.refused["workers_exhausted"] += 1
+            refusal = Overloaded("workers_exhausted", 1000, pool.workers, pool.running, 0)
+            refusal.message = (
+                f"Server busy: all {pool.workers} sync workers are held by abandoned calls (answered, their "
+                f"threads still running); retry after {refusal.retry_after_ms} ms"
+            )
+            raise refusal
+        return await pool.run(fn, kwargs, self._hold_current_call)
 
-        def work() -> T:
-            with self._sync_lock:
-                self.sync_running += 1
-            try:
-                return fn(**kwargs)
-            finally:
-                with self._sync_lock:
-                    self.sync_running -= 1
-                    if answered.is_set():
-                        self.sync_abandoned -= 1
-
-        future = asyncio.get_running_loop().run_in_executor(pool, work)
-        try:
-            return await future
-        except asyncio.CancelledError:
-            with self._sync_lock:
-                if not future.done():  # still queued or running: the thread outlives this call
-                    answered.set()
-                    self.sync_abandoned += 1
-            raise
+    def _hold_current_call(self) -> Callable[[], None] | None:
+        """The current call's work now includes a thread that outlives it: hold the call until the thread ends."""
+        tasks = self.tasks
+        rec = tasks.find(asyncio.current_task())
+        if rec is None:  # work the runtime did not start (a task of the tool's own): counted, not held
+            return None
+        tasks.hold(rec)
+        return functools.partial(tasks.release, rec)
 
     # -- drain and emergency ---------------------------------------------------
 
     async def drain(self, timeout: float | None = None) -> bool:
-        """Refuse new calls (`draining`) and wait for in-flight ones; True if they all finished."""
+        """Refuse new calls (`draining`) and give in-flight calls, and abandoned work, `timeout` seconds to end.
+
+        Calls still running then are cancelled and answered (-32051, `drain_timeout`), given the deadline
+        grace to end; what ignores even that is left behind, named in the log. True if everything ended.
+        """
+        timeout = self.config.drain_timeout if timeout is None else timeout
+        self.start_draining()
+        tasks = self.tasks
+        busy = len(tasks.inflight) + len(tasks.abandoned)
+        started = time.monotonic()
+        if await tasks.wait_idle(timeout, abandoned=True):
+            if busy:
+                log.warning("drain complete: %d calls ended in %.1fs", busy, time.monotonic() - started)
+            else:
+                log.info("drain complete: no call in flight")
+            return True
+        cut = self.cut_off()
+        if cut:
+            await tasks.wait_idle(self.config.deadline_grace)
+        left = self.describe_left_behind()
+        log.warning(
+            "drain timed out after %gs: %s; left behind: %s",
+            timeout,
+            f"{cut} calls still in flight were cancelled and answered (drain_timeout)" if cut else "no call in flight",
+            left or "nothing",
+        )
+        return False
+
+    def start_draining(self) -> None:
+        """Refuse new calls (`draining`) from now on; queued ones are refused at once."""
         self.draining = True
         self.admission.set_draining(True)
-        drained = await self.tasks.wait_idle(self.config.drain_timeout if timeout is None else timeout)
-        log.warning("drain %s: %d calls still in flight", "complete" if drained else "timed out", self.tasks.in_flight)
-        return drained
+
+    def cut_off(self, reason: str = "drain_timeout") -> int:
+        """Cancel every call in flight with `reason` (each is answered); returns how many. On the loop thread."""
+        cut = 0
+        for rec in list(self.tasks.inflight.values()):
+            if rec.cancel is not None and rec.cancel(reason):
+                cut += 1
+        return cut
+
+    def exit_on_signal(self, signum: int) -> None:
+        """A second SIGTERM/SIGINT: exit at once with 128 + signum, naming what is left behind.
+
+        Safe in a signal handler: one write(2) to stderr, no logging locks, no joins.
+        """
+        left = self.describe_left_behind() or "nothing"
+        line = f"{_signal_name(signum)} again: exiting at once; left behind: {left}\n"
+        with contextlib.suppress(OSError):
+            os.write(2, line.encode(errors="replace"))
+        self._exit(128 + signum)
+
+    def exit_now(self, code: int = 0) -> None:
+        """End the process at once after an orderly shutdown left work behind (`left_behind`), which no
+        interpreter exit should wait for or run its clean-up under. Flushes the logs and stdio first."""
+        log.warning("exiting (code %d) with work left behind: %s", code, self.left_behind)
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        self._exit(code)
 
     def _deadlines(self) -> list[tuple[float, Callable[[str], bool], str]]:
         # Runs on the watchdog thread: list() copies the dict in one step under the GIL.
@@ -238,16 +331,30 @@ class Runtime:
         self.tasklog.event(event.kind, level=logging.WARNING, **event.detail)
 
     def _emergency(self, reason: str) -> None:
-        """Watchdog thread: stop admitting, give in-flight work a grace period, flush the log, exit 75."""
+        """Watchdog thread: stop admitting, give in-flight work the drain timeout, answer what a live loop still
+        can, flush the log, exit 75."""
         log.critical("emergency shutdown: %s", reason)
         self.draining = True
         loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self.admission.set_draining, True)
+        alive = loop is not None and not loop.is_closed()
+        if alive:
+            assert loop is not None
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self.admission.set_draining, True)
+        tasks = self.tasks
         deadline = time.monotonic() + self.config.drain_timeout
-        while self.tasks.in_flight and time.monotonic() < deadline:
+        while (tasks.inflight or tasks.abandoned) and time.monotonic() < deadline:
             time.sleep(0.05)
-        self.tasklog.event("emergency_exit", level=logging.CRITICAL, reason=reason, in_flight=self.tasks.in_flight)
+        if tasks.inflight and alive and not self.watchdog.snapshot()["stalled"]:
+            assert loop is not None
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self.cut_off)
+            deadline = time.monotonic() + self.config.deadline_grace
+            while tasks.inflight and time.monotonic() < deadline:
+                time.sleep(0.05)
+        left = self.describe_left_behind()
+        log.critical("emergency exit (75); left behind: %s", left or "nothing")
+        self.tasklog.event("emergency_exit", level=logging.CRITICAL, reason=reason, in_flight=tasks.in_flight)
         self.tasklog.stop()
         self._exit(EX_TEMPFAIL)
 
@@ -264,7 +371,7 @@ class Runtime:
             "in_flight": self.tasks.in_flight,
             "queued": adm.queued,
             "admitted": adm.admitted,
-            "rejected": {**adm.rejected, **self.metrics.shed_counts()},
+            "rejected": {**adm.rejected, **self.metrics.shed_counts(), **self.refused},
             "completed": dict(self.tasks.completed),
             "memory": {
                 "limit_bytes": mem.limit,
@@ -283,6 +390,11 @@ class Runtime:
                 "running": self.sync_running,
                 "abandoned": self.sync_abandoned,
             },
+            "abandoned": {
+                "calls": len(self.tasks.abandoned),
+                "total": self.tasks.abandoned_total,
+                "tools": sorted({r.name for r in list(self.tasks.abandoned.values())}),
+            },
             "loop_tasks": self._loop_tasks(),
             "pid": os.getpid(),
         }
@@ -293,3 +405,15 @@ class Runtime:
         if loop is None or loop.is_closed():
             return None
         return len(asyncio.all_tasks(loop))
+
+
+def _names(names: Iterable[str]) -> str:
+    """`block x2, swallow`: each name once, with its count, most frequent first."""
+    return ", ".join(n if k == 1 else f"{n} x{k}" for n, k in Counter(names).most_common())
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"

@@ -84,6 +84,16 @@ class RuntimeMetrics:
             "Worker threads still running calls already answered.",
             read=lambda: rt.sync_abandoned,
         )
+        reg.gauge(
+            "abandoned_calls",
+            "Calls answered while their work still runs (it ignored its cancellation); each keeps its slot.",
+            read=lambda: len(rt.tasks.abandoned),
+        )
+        reg.counter(
+            "calls_abandoned_total",
+            "Calls ever answered while their work still ran.",
+            read=lambda: rt.tasks.abandoned_total,
+        )
         reg.gauge("subtasks", "Live fan-out sub-tasks.", read=lambda: rt.tasks.subtasks)
         reg.gauge("ready", "1 when the server accepts new calls.", read=lambda: int(rt.ready))
         reg.gauge("uptime_seconds", "Seconds since the runtime started.", read=lambda: rt.uptime)
@@ -120,7 +130,7 @@ class RuntimeMetrics:
 
     def _rejected(self) -> dict[LabelValues, float]:
         rejected = dict(self._rt.admission.rejected)
-        for reason, n in self.shed_counts().items():
+        for reason, n in (*self.shed_counts().items(), *self._rt.refused.items()):
             rejected[reason] = rejected.get(reason, 0) + n
         return _by(rejected)
 

@@ -4,9 +4,10 @@ The loop beats a heartbeat (a `call_later` chain, no task). The watchdog
 thread compares it with the clock: a beat later than `stall_threshold` is a
 stall, recorded once with the loop thread's current stack (read from another
 thread with `sys._current_frames()`). It also cancels calls that outlive
-their deadline plus a grace period (a backstop for work that ignores
-`asyncio.timeout`), and asks for an emergency shutdown when the loop stays
-stuck past `emergency_threshold` or memory stays critical.
+their deadline plus a grace period: the backstop for work that ignores its
+cancellation, whose call (awaiting the work, never running it inline) is then
+answered all the same. And it asks for an emergency shutdown when the loop
+stays stuck past `emergency_threshold` or memory stays critical.
 """
 
 from __future__ import annotations
