@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
 import socket
 import sys
+import threading
 from types import FrameType
 from typing import Any
 
@@ -133,7 +133,11 @@ class DrainingServer(uvicorn.Server):
 
     While draining, the server still accepts requests and answers new calls
     with the `draining` overload error (503), so clients learn to go
-    elsewhere instead of seeing refused connections; a second signal exits at once.
+    elsewhere instead of seeing refused connections. Calls still running when
+    the drain times out are answered `drain_timeout`; work that outlives the
+    shutdown is named in the log and the process exits without waiting for it.
+    A second signal exits at once (128 + the signal number), from the signal
+    handler itself, so even a blocked event loop cannot hold it.
     """
 
     def __init__(
@@ -170,8 +174,13 @@ class DrainingServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self._signals += 1
         if self._signals > 1:
-            super().handle_exit(sig, frame)
-            self.force_exit = True
+            self._runtime.exit_on_signal(sig)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)  # the app's lifespan exit stops the runtime
+        if self._runtime.left_behind:
+            # Abandoned tasks would hold asyncio.run's clean-up (it awaits every task) for as long as they run.
+            self._runtime.exit_now(0)
 
     async def on_tick(self, counter: int) -> bool:
         if self._signals and self._drain is None:
@@ -187,39 +196,57 @@ class DrainingServer(uvicorn.Server):
 
 
 async def _serve_stdio(server: Server, cfg: ServeSettings) -> None:
+    """Serve stdio until stdin closes or a signal comes; both drain the same way (`StdioTransport.drain`).
+
+    The first SIGTERM/SIGINT drains while still reading, so calls sent meanwhile get the `draining`
+    refusal, then stops reading. A second one exits at once (128 + the signal number) from the signal
+    handler, so even a blocked event loop cannot hold it.
+    """
     loop = asyncio.get_running_loop()
     runtime = server.runtime
     lifecycle = Lifecycle(server)
     await lifecycle.start()
     announce(server, cfg, "stdio")
-    transport = StdioTransport(server)
+    transport = StdioTransport(server, drain_timeout=cfg.drain_timeout)
     serving = loop.create_task(transport.serve(), name="bemcp-stdio")
     drain: asyncio.Task[None] | None = None
+    signals = 0
 
     async def drain_then_stop() -> None:
-        await runtime.drain()
+        await transport.drain()
         transport.stop_reading()
 
-    def on_signal() -> None:
+    def start_drain() -> None:
         nonlocal drain
-        if drain is None:
+        if drain is None and not serving.done():
+            log.warning("signal received: draining (in flight: %d)", runtime.tasks.in_flight)
             drain = loop.create_task(drain_then_stop(), name="bemcp-drain")
-        else:
-            serving.cancel()
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, on_signal)
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        # A plain signal handler, not loop.add_signal_handler: it runs even while the loop is blocked.
+        nonlocal signals
+        signals += 1
+        if signals > 1:
+            runtime.exit_on_signal(signum)
+        else:
+            loop.call_soon_threadsafe(start_drain)
+
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, on_signal)
     try:
         await serving
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
+        for handled, handler in previous.items():
+            signal.signal(handled, handler)
         if drain is not None and not drain.done():
             drain.cancel()
             await asyncio.gather(drain, return_exceptions=True)
         await lifecycle.stop()
+    if runtime.left_behind:
+        # Abandoned tasks would hold asyncio.run's clean-up (it awaits every task) for as long as they run.
+        runtime.exit_now(0)
 
 
 def _loop_name() -> str:

@@ -83,9 +83,10 @@ class StdioTransport:
         # The serving loop, from serve(): asyncio.get_running_loop() costs a getpid() syscall per call.
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_requested = False
+        self._drained = False
 
     async def serve(self) -> None:
-        """Serve until stdin closes, then finish in-flight requests and return."""
+        """Serve until stdin closes (or `stop_reading()`), then drain (see `drain`) and return."""
         self._loop = loop = asyncio.get_running_loop()
         await self._out.open()
         self.peer.standalone = self._out.send
@@ -195,13 +196,37 @@ class StdioTransport:
             if self.peer.inflight.get(ex.request_id) is ex:
                 del self.peer.inflight[ex.request_id]
 
+    async def drain(self, refuse_new: bool = True) -> None:
+        """Give the requests in flight `drain_timeout` seconds, then the runtime's drain: calls still running
+        are answered `drain_timeout`, abandoned work is waited for within the same timeout. Then cancel any
+        other request still running, and leave behind, unanswered, what ignores that. Never waits longer
+        than the drain timeout and two deadline graces.
+
+        `refuse_new` (a signal, while stdin is still read): calls that arrive meanwhile get `draining`. At
+        end of input nothing more can arrive, and the requests already read are served as usual.
+        """
+        if self._drained:
+            return
+        self._drained = True
+        runtime = self.server.runtime
+        if refuse_new:
+            runtime.start_draining()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.drain_timeout
+        while (pending := [t for t in self._tasks if not t.done()]) and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(pending, timeout=left)
+        await runtime.drain(max(0.0, deadline - loop.time()))
+        pending = [t for t in self._tasks if not t.done()]
+        if not pending:
+            return
+        for task in pending:
+            task.cancel()
+        _, left_behind = await asyncio.wait(pending, timeout=runtime.config.deadline_grace)
+        if left_behind:
+            log.warning("%d requests ignored their cancellation and are left behind, unanswered", len(left_behind))
+
     async def _finish(self) -> None:
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=self.drain_timeout)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
+        await self.drain(refuse_new=False)
         self.server.peers.discard(self.peer)
         self.peer.close()
         await self._out.close()
