@@ -133,13 +133,27 @@ def test_compare_main_usage_and_file_errors_exit_2(baseline: Report, tmp_path: P
     assert run([str(old)])[0] == 2  # argparse: a missing argument
 
 
-def test_compare_main_warns_about_inconsistent_reports(baseline: Report, tmp_path: Path) -> None:
-    broken = copy.deepcopy(baseline)
-    broken["consistency"]["passed"] = False
+def test_compare_main_fails_on_a_report_that_fails_its_consistency_checks(baseline: Report, tmp_path: Path) -> None:
+    """It used to exit 0 with a warning: a comparison with a report that cannot vouch for its numbers does not count.
+    A report that says it failed, and one edited after it was written (which still says it passed), exit 3."""
     old = write_json(baseline, tmp_path / "old.json")
-    new = write_json(broken, tmp_path / "new.json")
-    code, out, _ = run([str(old), str(new)])
-    assert code == 0 and "the new report failed its consistency checks" in out
+    says = copy.deepcopy(baseline)
+    says["consistency"]["passed"] = False
+    says["consistency"]["checks"][2]["passed"] = False
+    edited = copy.deepcopy(baseline)
+    edited["summary"]["peak_throughput"] *= 3  # no bucket of the time series shows it: "summary backed by the data"
+    assert edited["consistency"]["passed"] is True
+    for name, report in (("says", says), ("edited", edited)):
+        new = write_json(report, tmp_path / f"{name}.json")
+        code, out, err = run([str(old), str(new)])
+        assert code == 3, (name, out, err)
+        assert "the new report failed its consistency checks" in out and "metric" in out  # the table is there
+        assert "failed its consistency checks: the comparison does not count" in err
+        code, _, err = run([str(new), str(old)])
+        assert code == 3 and "the old report" in err
+        code, _, err = run([str(new), str(new)])
+        assert code == 3 and "the old and new reports" in err
+    assert "summary backed by the data" in run([str(old), str(tmp_path / "edited.json")])[1]
 
 
 def test_reports_written_by_write_all_compare_cleanly(tmp_path: Path) -> None:

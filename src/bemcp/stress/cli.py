@@ -21,7 +21,9 @@ def _compare_epilog() -> str:
     from bemcp.stress.compare import compare_parser
 
     lines = compare_parser().format_help().rstrip().splitlines()
-    return "compare two reports (exit 1 on a regression):\n\n" + "\n".join(f"  {line}".rstrip() for line in lines)
+    return "compare two reports (exit 1 on a regression, 3 if a report fails its consistency checks):\n\n" + "\n".join(
+        f"  {line}".rstrip() for line in lines
+    )
 
 
 def add_parser(sub: Any) -> None:

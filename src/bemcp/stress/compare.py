@@ -8,6 +8,10 @@ Gated metrics (a regression past the threshold fails the comparison):
 Shown but not gated, because they move with the run's shape rather than the server: the average throughput
 (it depends on the levels the adaptive ramp chose), steps past the old run's own limits (overload makes them
 noisy), the chaos error rate (errors by design), the largest accepted allocation.
+
+A report that fails its own consistency checks cannot vouch for its numbers, so neither can a comparison with it:
+each report's checks are run again on the file (a report edited after it was written fails them even if it says
+it passed) and read from it, and if either fails the table is still printed but the exit code is 3.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any, Literal, TextIO
 
 from bemcp.stress.model import ERROR_OUTCOMES
 from bemcp.stress.report import fmt
+from bemcp.stress.report.checks import run_checks
 from bemcp.stress.report.jsonio import ReportFileError, read_json
 
 Report = Mapping[str, Any]
@@ -259,7 +264,8 @@ def _describe(report: Report) -> str:
 def compare_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bemcp stress compare",
-        description="Compare two report.json files; exit 1 if a gated metric regressed past the threshold.",
+        description="Compare two report.json files; exit 1 if a gated metric regressed past the threshold, 3 if "
+        "either report fails its consistency checks.",
     )
     parser.add_argument("old", type=Path, metavar="OLD.json", help="the baseline report.json")
     parser.add_argument("new", type=Path, metavar="NEW.json", help="the report.json to judge")
@@ -270,7 +276,8 @@ def compare_parser() -> argparse.ArgumentParser:
 
 
 def compare_main(argv: Sequence[str], out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """The `bemcp stress compare` command: 0 no regression, 1 a regression, 2 a usage or file error."""
+    """The `bemcp stress compare` command: 0 no regression, 1 a regression, 2 a usage or file error, 3 a report
+    that fails its consistency checks (the comparison cannot vouch for it)."""
     out, err = out or sys.stdout, err or sys.stderr
     parser = compare_parser()
     try:
@@ -293,12 +300,14 @@ def compare_main(argv: Sequence[str], out: TextIO | None = None, err: TextIO | N
         print(f"bemcp stress compare: a report lacks a field the comparison needs ({e})", file=err)
         return 2
     print(f"old: {_describe(old)}\nnew: {_describe(new)}", file=out)
-    for label, report in (("old", old), ("new", new)):
-        if not (report.get("consistency") or {}).get("passed", False):
-            print(
-                f"warning: the {label} report failed its consistency checks; its numbers may not be comparable",
-                file=out,
-            )
+    inconsistent = {label: _failed_checks(report) for label, report in (("old", old), ("new", new))}
+    inconsistent = {label: failed for label, failed in inconsistent.items() if failed}
+    for label, failed in inconsistent.items():
+        print(
+            f"error: the {label} report failed its consistency checks ({', '.join(failed)}); its numbers "
+            "cannot be compared",
+            file=out,
+        )
     if old["target"]["spec"] != new["target"]["spec"] or old["run"]["profile"] != new["run"]["profile"]:
         print("warning: the reports come from different targets or profiles", file=out)
     print(file=out)
@@ -310,4 +319,24 @@ def compare_main(argv: Sequence[str], out: TextIO | None = None, err: TextIO | N
         else f"\nno regression past {threshold:.0%}",
         file=out,
     )
+    if inconsistent:
+        print(
+            f"bemcp stress compare: the {' and '.join(inconsistent)} report{'s' if len(inconsistent) > 1 else ''} "
+            "failed its consistency checks: the comparison does not count",
+            file=err,
+        )
+        return 3
     return 1 if regressed else 0
+
+
+def _failed_checks(report: Report) -> list[str]:
+    """The consistency checks the report fails, as it says itself and as they come out run again on it."""
+    stored = report.get("consistency") or {}
+    failed = [str(c.get("name")) for c in stored.get("checks") or [] if not c.get("passed")]
+    if not stored.get("passed", False) and not failed:
+        failed = ["consistency"]  # it says it failed, or says nothing: it does not vouch for itself
+    try:
+        again = run_checks(dict(report))
+    except (KeyError, TypeError, ValueError) as e:
+        return [*failed, f"the checks cannot run on it ({e})"]
+    return list(dict.fromkeys([*failed, *(c["name"] for c in again["checks"] if not c["passed"])]))
