@@ -299,19 +299,21 @@ def stress(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpServer]:
 
 
 STORM_CALLS, STORM_LIMIT, STORM_QUEUE = 500, 50, 50
-STORM_ATTEMPTS = 3  # the latency bound is judged on the best storm; every storm must be correct
-REJECT_P99_S = 0.050
-NOISY_NEIGHBOURS = 0.25  # cores used by other processes during a storm that make its timing meaningless
+# Far past any refusal on any machine: a refused call is answered at once, never after waiting the queue out.
+STORM_QUEUE_TIMEOUT_S = 10.0
+# Long enough that the server reads the whole storm before the first wave ends, on any machine: the refusals are
+# then exactly the calls past limit + queue.
+STORM_HOLD_S = 2.0
 
 
-async def _overload_storm(port: int, server_pid: int) -> tuple[float, float]:
-    """One storm of 500 simultaneous `sleep(0.3)` calls, checked in full.
+async def _overload_storm(port: int, server_pid: int) -> tuple[list[Reply], list[Reply]]:
+    """One storm of 500 simultaneous `hold(2 s)` calls (tests/stress/reach_app.py), checked in full.
 
-    Returns the p99 latency of the refused calls (seconds) and the cores other processes used meanwhile.
+    Returns the admitted and the refused replies.
     """
     before = await metrics(port)
-    requests = [call_request(port, i, "sleep", {"seconds": 0.3}) for i in range(STORM_CALLS)]
-    got = await asyncio.to_thread(storm, port, requests, 15, server_pid)  # 15 s: the overall no-hang bound
+    requests = [call_request(port, i, "hold", {"tag": str(i), "seconds": STORM_HOLD_S}) for i in range(STORM_CALLS)]
+    got = await asyncio.to_thread(storm, port, requests, 30, server_pid)  # 30 s: the overall no-hang bound
     after = await metrics(port)
 
     assert got.resets == 0
@@ -322,7 +324,7 @@ async def _overload_storm(port: int, server_pid: int) -> tuple[float, float]:
     for reply in got.replies:
         msg = reply.json()
         if reply.status == 200:
-            assert text_of(msg["result"]) == "slept 0.3s"
+            assert text_of(msg["result"]) == f"held {msg['id']}"
             ok.append(reply)
             continue
         assert reply.status == 503, (reply.status, msg)
@@ -330,18 +332,19 @@ async def _overload_storm(port: int, server_pid: int) -> tuple[float, float]:
         err = msg["error"]
         assert err["code"] == OVERLOADED
         data = err["data"]
-        assert data["reason"] in {"concurrency_limit", "queue_timeout"}
+        # Refused at admission (the queue was full), never after waiting in it: nothing here times out.
+        assert data["reason"] == "concurrency_limit", data
         assert set(data) == {"reason", "retry_after_ms", "limit", "in_flight", "queued"}
         assert data["limit"] == STORM_LIMIT
         assert 50 <= data["retry_after_ms"] <= 5000
         assert 0 <= data["in_flight"] <= STORM_LIMIT
         assert 0 <= data["queued"] <= STORM_QUEUE
         rejected.append(reply)
-    # The queued calls are admitted as the first wave ends, so at least limit + queue succeed;
-    # the rest, arriving within a few milliseconds, find the queue full.
-    assert len(ok) >= STORM_LIMIT + STORM_QUEUE
-    assert len(rejected) >= STORM_CALLS // 2
+    # The queued calls are admitted as the first wave ends, so limit + queue succeed; the rest, all read long
+    # before that, find the queue full.
+    assert len(ok) == STORM_LIMIT + STORM_QUEUE
     assert len(ok) + len(rejected) == STORM_CALLS
+    assert sorted(r.json()["id"] for r in got.replies) == list(range(STORM_CALLS))  # each answered exactly once
 
     def delta(key: str) -> float:
         return after.get(key, 0.0) - before.get(key, 0.0)
@@ -350,33 +353,28 @@ async def _overload_storm(port: int, server_pid: int) -> tuple[float, float]:
     assert refused == len(rejected)
     assert delta('bemcp_calls_completed_total{outcome="ok"}') == len(ok)
     assert delta("bemcp_admitted_total") == len(ok)
-    return p99([r.elapsed for r in rejected]), got.neighbours
+    return ok, rejected
 
 
-async def test_overload_storm_is_answered_fast_and_leaves_nothing_behind(tmp_path: Path) -> None:
-    """10x the concurrency limit at once: every call is answered, the refused ones at once.
+async def test_overload_storm_is_answered_and_refused_calls_never_reach_the_tool(tmp_path: Path) -> None:
+    """10x the concurrency limit at once: every call is answered exactly once, and a refused call never ran.
 
-    Each storm must be correct in every respect. The latency bound is checked on
-    the best of up to three storms: all 500 requests land in the same instant,
-    so the last refusal waits for the server to parse everything ahead of it,
-    and on a shared 2-core machine a busy neighbour only ever adds to that.
-    When other processes kept at least NOISY_NEIGHBOURS cores busy during every
-    storm, a missed bound is reported as an expected failure (with the numbers)
-    instead of a failure: the timing then measures the neighbours.
+    The tool itself (tests/stress/reach_app.py) records every call that reached it: exactly the admitted ones,
+    none of the refused. Each refusal is answered before the queue timeout, so it was never parked in the
+    queue. Nothing here depends on how busy the machine is; how fast a refusal is answered is a goal, measured
+    by benchmarks/bench_rejection.py (p50 and p99, with its figure in the README).
     """
-    flags = ("--stress-tools", "--max-concurrency", str(STORM_LIMIT), "--queue-size", str(STORM_QUEUE))
-    with http_server(*flags, "--queue-timeout-ms", "2000", tmp=tmp_path) as srv:
+    flags = ("--max-concurrency", str(STORM_LIMIT), "--queue-size", str(STORM_QUEUE))
+    timeout_ms = str(int(STORM_QUEUE_TIMEOUT_S * 1000))
+    with http_server(*flags, "--queue-timeout-ms", timeout_ms, app="tests.stress.reach_app:app", tmp=tmp_path) as srv:
         port = srv.port
-        # Warm up every path the storm takes (admitted, queued and refused) on a small storm.
-        warm = await asyncio.to_thread(
-            storm, port, [call_request(port, i, "sleep", {"seconds": 0.05}) for i in range(150)], 10
-        )
-        assert len(warm.replies) == 150
         baseline = await health(port)
+        ok, rejected = await _overload_storm(port, srv.proc.pid)
 
-        runs: list[tuple[float, float]] = []
-        while len(runs) < STORM_ATTEMPTS and (not runs or min(p for p, _ in runs) >= REJECT_P99_S):
-            runs.append(await _overload_storm(port, srv.proc.pid))
+        reached = text_of(result_of(await call(port, "reached"))).split(",")
+        assert sorted(map(int, reached)) == sorted(r.json()["id"] for r in ok)  # each admitted call ran once
+        assert not {str(r.json()["id"]) for r in rejected} & set(reached)  # no refused call ran at all
+        assert max(r.elapsed for r in rejected) < STORM_QUEUE_TIMEOUT_S
 
         settled = await wait_until(
             lambda: health(port),
@@ -391,12 +389,6 @@ async def test_overload_storm_is_answered_fast_and_leaves_nothing_behind(tmp_pat
         assert final["bemcp_in_flight"] == 0
         assert final["bemcp_queued"] == 0
         assert final["bemcp_sync_threads_running"] == 0
-
-    shown = "; ".join(f"p99 {p * 1000:.1f} ms, other processes busy on {cores:.2f} cores" for p, cores in runs)
-    best = min(p for p, _ in runs)
-    if best >= REJECT_P99_S and all(cores >= NOISY_NEIGHBOURS for _, cores in runs):
-        pytest.xfail(f"refused-call latency not measurable on a busy machine: {shown}")
-    assert best < REJECT_P99_S, f"refused-call latency per storm: {shown}"
 
 
 # -- 2. the watchdog -----------------------------------------------------------------------
