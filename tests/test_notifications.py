@@ -237,3 +237,14 @@ async def test_http_2026_listen_stream(server: HttpServer) -> None:
                 "method": "notifications/tools/list_changed",
                 "params": {"_meta": {SUB_ID: 77}},
             }
+
+
+def test_stdio_2026_listen_ends_gracefully_when_input_ends() -> None:
+    with StdioServer(app=APP) as srv:
+        srv.send(listen("L2", toolsListChanged=True))
+        assert srv.recv()["method"] == "notifications/subscriptions/acknowledged"
+        srv.stdin.close()  # end of input: the server drains, and the open stream answers instead of hanging
+        end = srv.recv()
+        assert end["id"] == "L2"
+        assert end["result"]["_meta"][SUB_ID] == "L2" and end["result"]["resultType"] == "complete"
+        assert srv.proc.wait(20) == 0

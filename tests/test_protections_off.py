@@ -140,12 +140,6 @@ async def test_no_memory_shedding_and_no_sampler(tmp_path: Path) -> None:
         assert {(m["rss_bytes"], m["usage_bytes"]) for m in seen} == {(before["rss_bytes"], before["usage_bytes"])}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with --protections off the memory sampler never runs, yet Runtime.ready still compares the level of "
-    "the one sample taken at construction with critical: a server whose first sample was critical answers "
-    "/readyz 503 memory_critical (and bemcp_ready 0) for ever while it serves every call",
-)
 async def test_readiness_ignores_the_unsampled_memory_level(tmp_path: Path) -> None:
     with serve("off", "--memory-limit-mb", "40", tmp=tmp_path) as off:
         assert result_of(await call(off.port, "echo", {"text": "served"}))

@@ -203,7 +203,8 @@ class Runtime:
 
     @property
     def ready(self) -> bool:
-        return self.running and not self.draining and self.memory.level < MemoryLevel.CRITICAL
+        # Without protections the memory sampler is off: its start-up sample says nothing about now.
+        return self.running and not self.draining and (not self.protect or self.memory.level < MemoryLevel.CRITICAL)
 
     # -- calls ---------------------------------------------------------------
 

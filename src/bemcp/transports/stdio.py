@@ -208,6 +208,7 @@ class StdioTransport:
         if self._drained:
             return
         self._drained = True
+        self.server.notifier.end_listeners()  # subscriptions/listen streams answer and end at once
         runtime = self.server.runtime
         if refuse_new:
             runtime.start_draining()
