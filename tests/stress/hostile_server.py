@@ -155,7 +155,9 @@ async def serve_http(server: Hostile, port: int) -> None:
         try:
             while True:
                 if server.stop_reading_now():
-                    writer.transport.pause_reading()  # the socket's buffers fill up
+                    transport = writer.transport
+                    assert isinstance(transport, asyncio.ReadTransport)
+                    transport.pause_reading()  # the socket's buffers fill up
                     await asyncio.Event().wait()
                 try:
                     head = await reader.readuntil(b"\r\n\r\n")

@@ -25,7 +25,9 @@ BASE = 60 * MiB
 PAGE = 4096
 
 
-def series(rss: Callable[[float], float], *, seconds: float = 8.0, noise: float = 0.0, seed: int = 0) -> list:
+def series(
+    rss: Callable[[float], float], *, seconds: float = 8.0, noise: float = 0.0, seed: int = 0
+) -> list[tuple[float, int]]:
     rng = random.Random(seed)
     n = int(seconds / 0.5)
     return [(i * 0.5, int(rss(i * 0.5) + rng.gauss(0, noise)) // PAGE * PAGE) for i in range(n + 1)]
@@ -88,7 +90,7 @@ def test_the_threshold_grows_with_the_process() -> None:
         ([(0.0, BASE), (0.1, BASE), *[(5.0 + i * 0.1, BASE) for i in range(20)]], "fewer than 2 RSS samples"),
     ],
 )
-def test_too_little_to_go_on_is_inconclusive(points: list, why: str) -> None:
+def test_too_little_to_go_on_is_inconclusive(points: list[tuple[float, int]], why: str) -> None:
     got = leak_verdict(points)
     assert got.verdict == "inconclusive" and why in got.reason, got
 
