@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from bemcp.protocol import mrtr
+from bemcp.errors import ClientError
+from bemcp.protocol import answers, codes, mrtr
 from bemcp.protocol.exchange import LOG_RANK, Exchange
 
 if TYPE_CHECKING:
@@ -143,17 +144,42 @@ class Context:
         On 2025-11-25 they go out as requests on this call's stream; on
         2026-07-28 they become one `input_required` result and the call is run
         again with the answers. Keys must be stable across runs of the call.
+
+        An answer that does not answer what was asked (an elicitation's content that does not match its
+        schema, a sampling result without a role or typed content) never reaches the tool: on 2025-11-25 this
+        raises `ClientError` (code -32602, `data.reason` "invalid_answer"), as for a client that refused; on
+        2026-07-28 the retried call is answered -32602 naming the input response.
         """
         ex = self._exchange
         if ex.modern:
             return mrtr.ask_modern(ex, requests)
         for req in requests.values():
             mrtr.require_capability(ex, req["method"])
+        if len(requests) == 1:
+            ((key, req),) = requests.items()
+            return {key: _checked(req, await ex.client_request(req["method"], req["params"], timeout))}
         keys = list(requests)
-        answers = await asyncio.gather(
-            *(ex.client_request(requests[k]["method"], requests[k]["params"], timeout) for k in keys)
+        try:
+            async with asyncio.TaskGroup() as group:  # one failure cancels the others' waits
+                tasks = [
+                    group.create_task(ex.client_request(requests[k]["method"], requests[k]["params"], timeout))
+                    for k in keys
+                ]
+        except BaseExceptionGroup as eg:
+            raise eg.exceptions[0] from None
+        return {k: _checked(requests[k], t.result()) for k, t in zip(keys, tasks, strict=True)}
+
+
+def _checked(request: dict[str, Any], answer: Any) -> Any:
+    method = request["method"]
+    why = answers.problem(method, request.get("params") or {}, answer)
+    if why is not None:
+        raise ClientError(
+            codes.INVALID_PARAMS,
+            f"the client's answer to {method} is invalid: {why}",
+            {"reason": "invalid_answer", "method": method, "problem": why},
         )
-        return dict(zip(keys, answers, strict=True))
+    return answers.clean(method, answer)
 
 
 def sampling(

@@ -24,6 +24,8 @@ import orjson
 
 from bemcp.errors import InvalidParams, McpError
 from bemcp.protocol import codes, versions
+from bemcp.protocol.answers import clean as clean_answer
+from bemcp.protocol.answers import problem as answer_problem
 from bemcp.protocol.exchange import LOG_RANK, Exchange
 
 STATE_TTL_S = 600.0
@@ -128,16 +130,16 @@ def require_capability(ex: Exchange, method: str) -> None:
         )
 
 
-def check_answer(key: str, method: str, answer: Any) -> Any:
-    """Reject an input response that is not shaped like the result of its request."""
-    ok = isinstance(answer, dict) and (
-        (method == "elicitation/create" and answer.get("action") in ("accept", "decline", "cancel"))
-        or (method == "sampling/createMessage" and isinstance(answer.get("content"), (dict, list)))
-        or (method == "roots/list" and isinstance(answer.get("roots"), list))
-    )
-    if not ok:
-        raise InvalidParams(f"inputResponses[{key!r}] is not a valid {method} result", {"key": key})
-    return answer
+def check_answer(key: str, request: dict[str, Any], answer: Any) -> Any:
+    """An input response as the tool gets it; InvalidParams when it does not answer what the request asked."""
+    method = request["method"]
+    why = answer_problem(method, request.get("params") or {}, answer)
+    if why is not None:
+        raise InvalidParams(
+            f"inputResponses[{key!r}] is not a valid {method} result: {why}",
+            {"key": key, "method": method, "problem": why},
+        )
+    return clean_answer(method, answer)
 
 
 def ask_modern(ex: Exchange, requests: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -148,7 +150,7 @@ def ask_modern(ex: Exchange, requests: dict[str, dict[str, Any]]) -> dict[str, A
         for req in missing.values():
             require_capability(ex, req["method"])
         raise InputRequired(missing)
-    return {k: check_answer(k, r["method"], have[k]) for k, r in requests.items()}
+    return {k: check_answer(k, r, have[k]) for k, r in requests.items()}
 
 
 def input_required_result(
