@@ -260,7 +260,8 @@ def _outcomes(doc: str) -> Obj:
         "ok": "a result without isError",
         "tool_error": "a result with isError: the server answered, the tool failed",
         "overload": "the documented overload refusal (-32050, HTTP 503/429): a clean rejection",
-        "protocol_error": "any other JSON-RPC error",
+        "protocol_error": "any other JSON-RPC error, or an answer that is not the call's (another id: "
+        "`wrong_id`; the wrong kind of result for the method: `wrong_result`)",
         "timeout": "no answer within the call timeout",
         "transport_error": "connection refused or reset, malformed HTTP, EOF, an unparseable answer",
     }
@@ -404,7 +405,8 @@ def _load() -> Obj:
                             "share": req(Num("its planned share of the load's calls", min=0, max=1)),
                             "arguments": req(
                                 Str(
-                                    "`generated` from the inputSchema per call, `fixed` by --args, `none`",
+                                    "`generated` from the inputSchema (a pool of up to 32 sets made once per tool, "
+                                    "within a budget; each call draws one), `fixed` by --args, `none`",
                                     enum=("generated", "fixed", "none"),
                                 )
                             ),
@@ -615,7 +617,8 @@ def report_spec() -> Obj:
                         "skipped_tools": req(
                             Map(
                                 "tools never called, with the reason (destructiveHint, not "
-                                "readOnlyHint without --allow-writes, no valid arguments)",
+                                "readOnlyHint without --allow-writes, no valid arguments within the generation "
+                                "budget)",
                                 Str("the reason"),
                                 key_doc="tool",
                             )
