@@ -1,9 +1,11 @@
-"""Right answers through a real `bemcp serve`: client answers (elicitation, sampling) that do not answer what
-was asked never reach the tool.
+"""Right answers through a real `bemcp serve`: a session ended under a running call, a duplicate in-flight id,
+client answers (elicitation, sampling) that do not answer what was asked, and ids too large for 64 bits.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -59,6 +61,28 @@ async def _initialize(client: httpx.AsyncClient, url: str, caps: dict[str, Any] 
     return sid
 
 
+async def _in_flight(client: httpx.AsyncClient, url: str) -> int:
+    params = {"name": "server_health", "arguments": {}, "_meta": MODERN_META}
+    headers = {
+        "Content-Type": "application/json",
+        "Accept": BOTH,
+        "MCP-Protocol-Version": MODERN,
+        "Mcp-Method": "tools/call",
+        "Mcp-Name": "server_health",
+    }
+    r = await client.post(url, content=_rpc("h", "tools/call", params), headers=headers)
+    n: int = r.json()["result"]["structuredContent"]["in_flight"]
+    return n
+
+
+async def _until_in_flight(client: httpx.AsyncClient, url: str, n: int) -> None:
+    end = time.monotonic() + DEADLINE
+    while await _in_flight(client, url) != n:
+        if time.monotonic() > end:
+            pytest.fail(f"in_flight never became {n}")
+        await asyncio.sleep(0.02)
+
+
 def _sse(text: str) -> list[dict[str, Any]]:
     out = []
     for event in text.split("\n\n"):
@@ -66,6 +90,98 @@ def _sse(text: str) -> list[dict[str, Any]]:
         if data:
             out.append(orjson.loads("\n".join(data)))
     return out
+
+
+# -- a session ended under a running call ------------------------------------------------------------------------
+
+
+async def test_delete_answers_a_call_in_flight(srv: HttpServer, client: httpx.AsyncClient) -> None:
+    sid = await _initialize(client, srv.url)
+    call = asyncio.create_task(
+        client.post(
+            srv.url,
+            content=_rpc(5, "tools/call", {"name": "sleep", "arguments": {"seconds": 60}}),
+            headers=_session_headers(sid),
+        )
+    )
+    await _until_in_flight(client, srv.url, 1)
+    assert (await client.delete(srv.url, headers={"Mcp-Session-Id": sid})).status_code == 200
+    r = await asyncio.wait_for(call, DEADLINE)
+    assert r.status_code == 200, r.text  # not "ASGI callable returned without starting response" (500)
+    assert r.json() == {
+        "jsonrpc": "2.0",
+        "id": 5,
+        "error": {
+            "code": -32000,
+            "message": "tools/call was cancelled: its session ended before it finished",
+            "data": {"reason": "session_ended"},
+        },
+    }
+    await _until_in_flight(client, srv.url, 0)
+
+
+async def test_delete_ends_a_streamed_call_with_its_answer(srv: HttpServer, client: httpx.AsyncClient) -> None:
+    sid = await _initialize(client, srv.url)
+    params = {"name": "slow", "arguments": {"steps": 1000, "delay": 0.05}, "_meta": {"progressToken": "p"}}
+    async with client.stream(
+        "POST", srv.url, content=_rpc(6, "tools/call", params), headers=_session_headers(sid)
+    ) as r:
+        assert r.headers["content-type"] == "text/event-stream"
+        text = ""
+        chunks = r.aiter_text()
+        async for chunk in chunks:
+            text += chunk
+            if "notifications/progress" in text:
+                break
+        assert (await client.delete(srv.url, headers={"Mcp-Session-Id": sid})).status_code == 200
+        async for chunk in chunks:
+            text += chunk
+    answers = [m for m in _sse(text) if "id" in m]
+    assert len(answers) == 1
+    assert answers[0]["id"] == 6 and answers[0]["error"]["code"] == -32000
+    assert answers[0]["error"]["data"] == {"reason": "session_ended"}
+
+
+# -- one id, one request at a time -------------------------------------------------------------------------------
+
+
+async def test_a_duplicate_in_flight_id_is_refused_and_the_first_stays_cancellable(
+    srv: HttpServer, client: httpx.AsyncClient
+) -> None:
+    sid = await _initialize(client, srv.url)
+    first = asyncio.create_task(
+        client.post(
+            srv.url,
+            content=_rpc(9, "tools/call", {"name": "sleep", "arguments": {"seconds": 60}}),
+            headers=_session_headers(sid),
+        )
+    )
+    await _until_in_flight(client, srv.url, 1)
+    r = await client.post(
+        srv.url,
+        content=_rpc(9, "tools/call", {"name": "echo", "arguments": {"text": "again"}}),
+        headers=_session_headers(sid),
+    )
+    assert r.status_code == 400
+    assert r.json() == {
+        "jsonrpc": "2.0",
+        "id": 9,
+        "error": {"code": -32600, "message": "Invalid request: id 9 is already in flight in this session"},
+    }
+    cancel = await client.post(
+        srv.url, content=_rpc(None, "notifications/cancelled", {"requestId": 9}), headers=_session_headers(sid)
+    )
+    assert cancel.status_code == 202
+    done = await asyncio.wait_for(first, DEADLINE)
+    assert (done.status_code, done.content) == (202, b"")  # cancelled: no JSON-RPC answer, as the spec says
+    await _until_in_flight(client, srv.url, 0)
+    # The id is free again once its request has ended.
+    r = await client.post(
+        srv.url,
+        content=_rpc(9, "tools/call", {"name": "echo", "arguments": {"text": "now"}}),
+        headers=_session_headers(sid),
+    )
+    assert r.json()["result"]["content"] == [{"type": "text", "text": "now"}]
 
 
 # -- client answers: 2025-11-25 (responses on the session) -------------------------------------------------------
@@ -217,3 +333,31 @@ async def test_a_right_answer_reaches_the_tool_2026(srv: HttpServer, client: htt
         client, srv.url, "ask", {"question": "q"}, {"elicit": {"action": "accept", "content": {"answer": "Ada"}}}
     )
     assert r.json()["result"]["content"] == [{"type": "text", "text": "answer: Ada"}]
+
+
+# -- ids too large for 64 bits -----------------------------------------------------------------------------------
+
+BIG = b"123456789012345678901234567890"
+
+
+async def test_an_id_too_large_says_so_over_http(srv: HttpServer, client: httpx.AsyncClient) -> None:
+    sid = await _initialize(client, srv.url)
+    body = b'{"jsonrpc":"2.0","id":' + BIG + b',"method":"ping"}'
+    r = await client.post(srv.url, content=body, headers=_session_headers(sid))
+    assert r.status_code == 400
+    assert r.json()["error"] == {
+        "code": -32600,
+        "message": "Invalid request: id 123456789012345678901234567890 is too large: integer ids must fit in 64 bits "
+        "(JSON-RPC allows strings)",
+    }
+    # The largest integers that fit are ordinary ids.
+    body = b'{"jsonrpc":"2.0","id":18446744073709551615,"method":"ping"}'
+    r = await client.post(srv.url, content=body, headers=_session_headers(sid))
+    assert r.json() == {"jsonrpc": "2.0", "id": 18446744073709551615, "result": {}}
+
+
+def test_an_id_too_large_says_so_over_stdio(stdio: StdioServer) -> None:
+    stdio.send_raw(b'{"jsonrpc":"2.0","id":' + BIG + b',"method":"ping"}\n')
+    msg = stdio.recv()
+    assert msg["id"] is None and msg["error"]["code"] == -32600
+    assert "is too large: integer ids must fit in 64 bits (JSON-RPC allows strings)" in msg["error"]["message"]

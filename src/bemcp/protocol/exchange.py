@@ -85,7 +85,11 @@ class Peer:
             fut.set_result(msg.get("result"))
         return True
 
-    def close(self) -> None:
+    def close(self, reason: str = "disconnect") -> None:
+        """End the connection or session: pending client requests fail, in-flight calls are cancelled for `reason`.
+
+        "disconnect" (nobody is left to answer) gets no response; the transport answers any other reason.
+        """
         self.closed = True
         for fut in self._pending.values():
             if not fut.done():
@@ -93,7 +97,7 @@ class Peer:
         self._pending.clear()
         for ex in list(self.inflight.values()):
             if ex.task is not None and ex.cancel_reason is None and not ex.task.done():
-                ex.cancel_reason = "disconnect"
+                ex.cancel_reason = reason
                 ex.task.cancel()
 
     def wants_log(self, level: str) -> bool:

@@ -7,6 +7,7 @@ are checked by their handlers.
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 from typing import Any
 
@@ -76,8 +77,11 @@ def valid_id(value: Any) -> bool:
     return (isinstance(value, (str, int))) and not isinstance(value, bool)
 
 
-def classify(msg: Any) -> tuple[Kind, str]:
-    """Return the message kind, or INVALID with a reason for the client."""
+def classify(msg: Any, raw: bytes | None = None) -> tuple[Kind, str]:
+    """Return the message kind, or INVALID with a reason for the client.
+
+    `raw`, the bytes `msg` was parsed from, lets a reason quote an id as the client wrote it.
+    """
     if not isinstance(msg, dict):
         return Kind.INVALID, "message must be a JSON object"
     if msg.get("jsonrpc") != "2.0":
@@ -92,13 +96,36 @@ def classify(msg: Any) -> tuple[Kind, str]:
         if "id" not in msg:
             return Kind.NOTIFICATION, ""
         if not valid_id(msg["id"]):
-            return Kind.INVALID, "id must be a string or an integer"
+            return Kind.INVALID, _id_problem(msg["id"], raw)
         return Kind.REQUEST, ""
     if "id" in msg and ("result" in msg or "error" in msg):
         if "result" in msg and "error" in msg:
             return Kind.INVALID, "a response has either result or error"
         return Kind.RESPONSE, ""
     return Kind.INVALID, "not a request, notification or response"
+
+
+# orjson reads integers from -2**63 to 2**64 - 1 as int, and any integer past them as a float.
+_INT_LOW, _INT_HIGH = -(2**63), 2**64
+_RAW_ID = re.compile(rb'"id"\s*:\s*(-?[0-9]{19,309})(?![0-9.eE])')  # past 309 digits a float is inf
+
+
+def _id_problem(value: Any, raw: bytes | None) -> str:
+    if isinstance(value, float) and value.is_integer():
+        # An integer literal that came out as a float did not fit; so did any integral float past the range.
+        digits = _digits(value, raw)
+        if digits is not None or not _INT_LOW <= value < _INT_HIGH:
+            return f"id {digits or value} is too large: integer ids must fit in 64 bits (JSON-RPC allows strings)"
+    return "id must be a string or an integer"
+
+
+def _digits(value: float, raw: bytes | None) -> str | None:
+    """The too-large integer literal in the raw message that parsed as `value`, if there is one."""
+    for m in _RAW_ID.finditer(raw or b""):
+        n = int(m.group(1))
+        if not _INT_LOW <= n < _INT_HIGH and float(n) == value:
+            return m.group(1).decode()
+    return None
 
 
 def invalid_request(msg: Any, reason: str) -> Message:

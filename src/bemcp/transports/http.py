@@ -20,7 +20,7 @@ from bemcp.protocol import codes, jsonrpc, versions
 from bemcp.protocol.exchange import Exchange, Peer
 from bemcp.protocol.jsonrpc import Kind, Message
 from bemcp.protocol.server import Server
-from bemcp.transports.sessions import Session, SessionStore
+from bemcp.transports.sessions import SESSION_ENDED, Session, SessionStore
 
 log = logging.getLogger("bemcp.http")
 
@@ -45,6 +45,8 @@ _ENVELOPE = (versions.META_PROTOCOL_VERSION, versions.META_CLIENT_CAPABILITIES)
 # most calls finish first and never pay for a watcher task.
 _DISCONNECT_WATCH_AFTER = 0.05
 _SSE_PING_INTERVAL = 15.0
+# The answer to a call whose session was ended (DELETE) while it ran: the MCP SDKs' "connection closed" code.
+_SESSION_ENDED_CODE = -32000
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
@@ -338,7 +340,7 @@ class HttpTransport:
                 ),
             )
             return
-        kind, reason = jsonrpc.classify(msg)
+        kind, reason = jsonrpc.classify(msg, body)
         if kind is Kind.INVALID:
             await _send_json(send, 400, jsonrpc.invalid_request(msg, reason))
             return
@@ -457,8 +459,20 @@ class HttpTransport:
         modern: bool,
         receive: Receive | None = None,
     ) -> None:
-        reply = _Reply(send, sse_ok, headers)
         req_id = msg["id"]
+        if not modern and req_id in peer.inflight:
+            # As on stdio: one id, one request at a time, or its answers and cancels could not be told apart.
+            await _send_json(
+                send,
+                400,
+                jsonrpc.error(
+                    req_id,
+                    codes.INVALID_REQUEST,
+                    f"Invalid request: id {req_id!r} is already in flight in this session",
+                ),
+            )
+            return
+        reply = _Reply(send, sse_ok, headers)
         ex = Exchange(peer, req_id, msg["method"], reply.message, can_request=sse_ok and not modern)
         loop = self._loop or asyncio.get_running_loop()
         ex.task = task = asyncio.current_task(loop)
@@ -482,6 +496,13 @@ class HttpTransport:
                 del peer.inflight[req_id]
         if ex.cancel_reason == "disconnect":
             return  # nobody is listening
+        if ex.cancel_reason == SESSION_ENDED:
+            response = jsonrpc.error(
+                req_id,
+                _SESSION_ENDED_CODE,
+                f"{msg['method']} was cancelled: its session ended before it finished",
+                {"reason": SESSION_ENDED},
+            )
         status = 200
         if response is not None and "error" in response:
             error = response["error"]

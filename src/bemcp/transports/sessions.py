@@ -16,6 +16,10 @@ from bemcp.protocol.server import Server
 log = logging.getLogger("bemcp.http")
 
 
+# Why in-flight calls of a session that ends get an answer (see `HttpTransport`), not the silence of a disconnect.
+SESSION_ENDED = "session_ended"
+
+
 @dataclass(slots=True)
 class Session:
     id: str
@@ -79,11 +83,12 @@ class SessionStore:
         return session
 
     def close(self, sid: str) -> bool:
+        """End a session; its in-flight calls are cancelled and answered (`SESSION_ENDED`)."""
         session = self._sessions.pop(sid, None)
         if session is None:
             return False
         self.server.peers.discard(session.peer)
-        session.peer.close()
+        session.peer.close(SESSION_ENDED)
         if session.stream_open:
             with contextlib.suppress(asyncio.QueueFull):
                 session.outbox.put_nowait(b"")
