@@ -165,3 +165,35 @@ def test_help_comes_from_the_declaration() -> None:
     assert flags["transport"].metavar == "{stdio,http}"
     assert flags["protections"].help == argparse.SUPPRESS  # benchmarks only
     assert isinstance(flags["debug"], argparse.BooleanOptionalAction)
+
+
+def test_http_limit_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    cfg = load({})
+    assert (cfg.max_header_bytes, cfg.header_timeout, cfg.body_timeout) == (64 * 1024, 10.0, 30.0)
+    assert (cfg.max_connections, cfg.max_sessions_per_client, cfg.forwarded_allow_ips) == (10_000, 1000, None)
+    monkeypatch.setenv("BEMCP_MAX_HEADER_BYTES", "8192")
+    monkeypatch.setenv("BEMCP_FORWARDED_ALLOW_IPS", "10.0.0.1, 10.0.0.0/8")
+    toml = tmp_path / "limits.toml"
+    toml.write_text("[serve]\nheader-timeout = 2.5\nmax_connections = 50\n")
+    cfg = load({"body_timeout": "4", "max_sessions_per_client": 3}, str(toml))
+    assert (cfg.max_header_bytes, cfg.header_timeout, cfg.body_timeout) == (8192, 2.5, 4.0)
+    assert (cfg.max_connections, cfg.max_sessions_per_client) == (50, 3)
+    assert cfg.forwarded_allow_ips == ["10.0.0.1", "10.0.0.0/8"]
+    monkeypatch.setenv("BEMCP_FORWARDED_ALLOW_IPS", "")  # empty: trust no proxy
+    assert load({}).forwarded_allow_ips == []
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ({"max_header_bytes": 100}, "--max-header-bytes must be a whole number from 1024 to 16777216, not 100"),
+        ({"header_timeout": 0}, "--header-timeout must be a number greater than 0, not 0"),
+        ({"body_timeout": "never"}, "--body-timeout must be a number greater than 0, not 'never'"),
+        ({"max_connections": 0}, "--max-connections must be a whole number at least 1, not 0"),
+        ({"max_sessions_per_client": 0}, "--max-sessions-per-client must be a whole number at least 1, not 0"),
+    ],
+)
+def test_http_limit_ranges(given: dict[str, object], expected: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load(given)
+    assert str(e.value) == expected

@@ -63,7 +63,17 @@ class ServeSettings(BaseSettings):
     sync_workers: int = _opt(32, "threads for sync tools (default 32)", ge=1, le=4096)
     max_body_bytes: int = _opt(4 * 1024 * 1024, "larger HTTP bodies get 413 (default 4 MiB)", ge=1024)
     max_sessions: int = _opt(10_000, "sessions past this get 503 (default 10000)", ge=1)
+    max_sessions_per_client: int = _opt(1000, "sessions one client may hold; past it: 503 (default 1000)", ge=1)
     session_idle_timeout: float = _opt(1800.0, "seconds before an idle session ends (default 1800)", gt=0)
+    forwarded_allow_ips: CommaList = _opt(
+        None, "proxies trusted to name the client in X-Forwarded-For (default 127.0.0.1,::1)"
+    )
+    max_connections: int = _opt(10_000, "open HTTP connections; past it: 503 (default 10000)", ge=1)
+    max_header_bytes: int = _opt(
+        64 * 1024, "larger request heads get 431 (default 64 KiB)", ge=1024, le=16 * 1024 * 1024
+    )
+    header_timeout: float = _opt(10.0, "seconds to receive a request's headers; then 408 (default 10)", gt=0)
+    body_timeout: float = _opt(30.0, "seconds to receive a body after its headers; then 408 (default 30)", gt=0)
     allowed_hosts: CommaList = _opt(None, "comma-separated Host names accepted besides the loopback names (* for any)")
     allowed_origins: CommaList = _opt(None, "comma-separated Origins accepted besides loopback origins (* for any)")
     log_file: str | None = _opt(None, "write the task log here (JSON lines) instead of stderr")
@@ -115,7 +125,7 @@ class ServeSettings(BaseSettings):
     # Off only to measure what the protections cost (benchmarks/bench_overhead.py), never for serving.
     protections: bool = _opt(True, "shedding, admission, watchdog, sampler, metrics", group="protection", flag=False)
 
-    @field_validator("allowed_hosts", "allowed_origins", mode="before")
+    @field_validator("allowed_hosts", "allowed_origins", "forwarded_allow_ips", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -79,7 +79,12 @@ def http_transport(server: Server, cfg: ServeSettings) -> HttpTransport:
             path=cfg.path,
             max_body_bytes=cfg.max_body_bytes,
             max_sessions=cfg.max_sessions,
+            max_sessions_per_client=cfg.max_sessions_per_client,
             session_idle_timeout=cfg.session_idle_timeout,
+            max_header_bytes=cfg.max_header_bytes,
+            header_timeout=cfg.header_timeout,
+            body_timeout=cfg.body_timeout,
+            max_connections=cfg.max_connections,
             allowed_hosts=tuple(h.lower() for h in cfg.allowed_hosts) if cfg.allowed_hosts else None,
             allowed_origins=tuple(o.lower() for o in cfg.allowed_origins) if cfg.allowed_origins else None,
         ),
@@ -122,7 +127,11 @@ def _serve_http(server: Server, runtime: Runtime, cfg: ServeSettings) -> None:
         access_log=False,
         lifespan="on",
         loop=_loop_name(),
-        http=_http_name(),
+        # httptools with the connection limits (transports/limits.py); no WebSocket upgrades: MCP has none.
+        http=transport.guard.protocol_class(),
+        ws="none",
+        # uvicorn's proxy-headers middleware sets the client (for --max-sessions-per-client) from these proxies.
+        forwarded_allow_ips=cfg.forwarded_allow_ips if cfg.forwarded_allow_ips is not None else "127.0.0.1,::1",
         timeout_graceful_shutdown=max(1, int(cfg.drain_timeout)),
     )
     DrainingServer(config, runtime, transport, lambda url: announce(server, cfg, url)).run()
@@ -255,14 +264,6 @@ def _loop_name() -> str:
     except ImportError:
         return "asyncio"
     return "uvloop"
-
-
-def _http_name() -> str:
-    try:
-        import httptools  # noqa: F401
-    except ImportError:
-        return "h11"
-    return "httptools"
 
 
 def _run_loop(coro: Any) -> None:

@@ -20,7 +20,8 @@ from bemcp.protocol import codes, jsonrpc, versions
 from bemcp.protocol.exchange import Exchange, Peer
 from bemcp.protocol.jsonrpc import Kind, Message
 from bemcp.protocol.server import Server
-from bemcp.transports.sessions import SESSION_ENDED, Session, SessionStore
+from bemcp.transports.limits import ConnectionGuard, ConnectionLimits
+from bemcp.transports.sessions import SESSION_ENDED, Session, SessionLimit, SessionStore, client_key
 
 log = logging.getLogger("bemcp.http")
 
@@ -57,7 +58,13 @@ class HttpOptions:
     path: str = "/mcp"
     max_body_bytes: int = 4 * 1024 * 1024
     max_sessions: int = 10_000
+    max_sessions_per_client: int = 1000
     session_idle_timeout: float = 1800.0
+    # Enforced by the uvicorn protocol `guard.protocol_class()` makes (bemcp serve uses it; see transports.limits).
+    max_header_bytes: int = 64 * 1024
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    max_connections: int = 10_000
     allowed_hosts: tuple[str, ...] | None = None  # None: loopback names only
     allowed_origins: tuple[str, ...] | None = None  # None: loopback origins only
     dns_rebinding_protection: bool = True
@@ -139,8 +146,12 @@ class HttpTransport:
     def __init__(self, server: Server, options: HttpOptions | None = None) -> None:
         self.server = server
         self.options = options or HttpOptions()
+        opts = self.options
         self.sessions = SessionStore(
-            server, max_sessions=self.options.max_sessions, idle_timeout=self.options.session_idle_timeout
+            server,
+            max_sessions=opts.max_sessions,
+            idle_timeout=opts.session_idle_timeout,
+            max_per_client=opts.max_sessions_per_client,
         )
         self._path = self.options.path
         # 2026-07-28 requests carry their own version and capabilities; they share one session-less peer.
@@ -150,9 +161,21 @@ class HttpTransport:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ever_started = False
         self.lifecycle = Lifecycle(server)
-        self.runtime.metrics.registry.gauge(
-            "sessions", "Open 2025-11-25 HTTP sessions.", read=lambda: len(self.sessions)
+        registry = self.runtime.metrics.registry
+        registry.gauge("sessions", "Open 2025-11-25 HTTP sessions.", read=lambda: len(self.sessions))
+        registry.counter(
+            "sessions_refused_total",
+            "initialize refused: session_limit (--max-sessions), client_session_limit (--max-sessions-per-client).",
+            ("reason",),
+            read=self._sessions_refused,
         )
+        self.guard = ConnectionGuard(
+            ConnectionLimits(opts.max_header_bytes, opts.header_timeout, opts.body_timeout, opts.max_connections),
+            registry,
+        )
+
+    def _sessions_refused(self) -> dict[tuple[str, ...], float]:
+        return {(r,): float(n) for r, n in self.sessions.refused.items()}
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -281,7 +304,7 @@ class HttpTransport:
                 return
         method = scope["method"]
         if method == "POST":
-            await self._post(receive, send, accept, ctype, content_length, pv, sid, mcp_method, mcp_name)
+            await self._post(scope, receive, send, accept, ctype, content_length, pv, sid, mcp_method, mcp_name)
         elif method == "GET":
             await self._get(receive, send, accept, pv, sid)
         elif method == "DELETE":
@@ -291,6 +314,7 @@ class HttpTransport:
 
     async def _post(
         self,
+        scope: Scope,
         receive: Receive,
         send: Send,
         accept: bytes | None,
@@ -324,6 +348,8 @@ class HttpTransport:
         if body is None:
             await _rpc_error(send, 413, codes.INVALID_REQUEST, f"Payload Too Large: the limit is {limit} bytes")
             return
+        if isinstance(body, _Gone):
+            return  # the client left (or --body-timeout ran out) before the body was complete: nobody to answer
         try:
             msg = jsonrpc.loads(body)
         except ValueError as e:
@@ -365,7 +391,7 @@ class HttpTransport:
         if modern:
             await self._post_modern(receive, send, msg, kind, pv, mcp_method, mcp_name)
         else:
-            await self._post_session(receive, send, msg, kind, sid, sse_ok)
+            await self._post_session(scope, receive, send, msg, kind, sid, sse_ok)
 
     async def _post_modern(
         self,
@@ -410,18 +436,20 @@ class HttpTransport:
         await self._serve_request(send, msg, self._stateless, [], True, modern=True, receive=receive)
 
     async def _post_session(
-        self, receive: Receive, send: Send, msg: Message, kind: Kind, sid: str | None, sse_ok: bool
+        self, scope: Scope, receive: Receive, send: Send, msg: Message, kind: Kind, sid: str | None, sse_ok: bool
     ) -> None:
         headers: list[tuple[bytes, bytes]]
         if kind is Kind.REQUEST and msg["method"] == "initialize":
-            session = self.sessions.create()
-            if session is None:
+            client = scope.get("client")
+            try:
+                session = self.sessions.create(client_key(client[0] if client else None))
+            except SessionLimit as e:
                 await _rpc_error(
                     send,
                     503,
                     codes.OVERLOADED,
-                    "Service Unavailable: the session limit is reached",
-                    {"reason": "session_limit", "retry_after_ms": 1000, "limit": self.sessions.max_sessions},
+                    e.message,
+                    {"reason": e.reason, "retry_after_ms": 1000, "limit": e.limit},
                     extra=[(b"retry-after", b"1")],
                 )
                 return
@@ -658,15 +686,27 @@ def _decode_header(value: str | None) -> str | None:
     return value
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
+class _Gone:
+    """`_read_body`'s answer when the client left before the body was complete."""
+
+
+_GONE = _Gone()
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | _Gone | None:
+    """The body; None past `limit`; `_GONE` when the connection ended (or was timed out) first."""
     message = await receive()
     body: bytes = message.get("body", b"")
     if not message.get("more_body", False):
+        if not body and message["type"] == "http.disconnect":
+            return _GONE
         return body if len(body) <= limit else None
     parts = [body]
     size = len(body)
     while message.get("more_body", False):
         message = await receive()
+        if message["type"] == "http.disconnect":
+            return _GONE
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
