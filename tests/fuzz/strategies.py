@@ -58,9 +58,9 @@ MCP_METHODS = (
     "completion/complete",
     "logging/setLevel",
 )
-# Real MCP names the server does not serve (client-side, removed or not implemented).
+# Real MCP names the server does not serve (client-side, removed or not implemented). Not subscriptions/listen:
+# it is served (2026-07-28), and a well-formed one holds its stream open, which the oracle cannot wait out.
 OTHER_MCP_METHODS = (
-    "subscriptions/listen",
     "sampling/createMessage",
     "elicitation/create",
     "roots/list",

@@ -26,6 +26,7 @@ import base64
 import contextlib
 import itertools
 import queue
+import socket
 import threading
 import time
 from collections import Counter, defaultdict
@@ -573,9 +574,20 @@ def test_stdio_fuzz(stdio_server: StdioServer) -> None:
 # -- HTTP ----------------------------------------------------------------------------------
 
 PRE_PARSE = {"origin": 403, "ct": 415, "no_ct": 415, "accept_json": 406, "accept_sse": 406, "no_accept": 406}
+# The fuzzed server's connection limits: a small header cap, and timeouts that partial requests run into.
+HEAD_CAP = 16 * 1024
+STALL_TIMEOUT = 3.0
 HTTP_FAULTS = st.sampled_from(
     [None] * 14
     + [
+        # Connection-level: a padding header of a drawn size around the cap; an id already in flight in the
+        # session; a request cut short and abandoned, or cut short and left open until the server times it out.
+        "big_header",
+        "big_header",
+        "dup_id",
+        "dup_id",
+        "partial_close",
+        "partial_stall",
         "origin",
         "ct",
         "no_ct",
@@ -594,6 +606,8 @@ HTTP_FAULTS = st.sampled_from(
         "bad_name",
     ]
 )
+# Each fault with a drawn number that sizes it (the padding, where a partial request is cut).
+HTTP_FAULT_DRAWS = st.tuples(HTTP_FAULTS, st.integers(0, 2**20))
 ERROR_STATUS = {
     fz.PARSE: 400,
     fz.INVALID_REQUEST: 400,
@@ -627,6 +641,23 @@ class Post:
     modern_route: bool
     headers_faithful: bool  # the 2026-07-28 routing headers say exactly what the body says
     chunked: bool = False
+    seed: int = 0  # sizes the fault: the padding header, the cut of a partial request
+
+
+def pad_length(seed: int) -> int:
+    """A padding header's value length: small, a little under or over the head cap, or far over it."""
+    band = seed % 4
+    if band == 0:
+        return seed % 512
+    if band == 3:
+        return HEAD_CAP * (2 + seed % 30)
+    return HEAD_CAP - 1024 + seed % 2048  # straddles the cap, whatever the other headers add
+
+
+def head_size(request: httpx.Request) -> int:
+    """The bytes of request line and headers as httpx (h11) writes them, final blank line included."""
+    line = len(request.method) + 1 + len(request.url.raw_path) + len(" HTTP/1.1\r\n")
+    return line + sum(len(k) + len(v) + 4 for k, v in request.headers.raw) + 2
 
 
 def _is_modern_body(msg: Any) -> bool:
@@ -637,7 +668,7 @@ def _is_modern_body(msg: Any) -> bool:
     return isinstance(meta, dict) and fz.META_PV in meta
 
 
-def build_post(item: Fuzz, data: bytes, fault: str | None, sid: str) -> Post:
+def build_post(item: Fuzz, data: bytes, fault: str | None, sid: str, seed: int = 0) -> Post:
     owed = owed_for(data)
     if owed.kind == "blank":  # only stdio framing skips blank lines; an empty body is not JSON
         owed = Owed("parse")
@@ -705,9 +736,11 @@ def build_post(item: Fuzz, data: bytes, fault: str | None, sid: str) -> Post:
     elif fault == "bad_name" and "mcp-name" in headers:
         headers["mcp-name"] = "wrong-name"
         faithful = False
+    elif fault == "big_header":
+        headers["x-fuzz-pad"] = "p" * pad_length(seed)
     # The dual-era rule: a modern version header or a body with the modern envelope is served statelessly.
     modern_route = headers.get("mcp-protocol-version") == fz.MODERN_VERSION or _is_modern_body(msg)
-    return Post(item, data, headers, fault, owed, modern_route, faithful, chunked)
+    return Post(item, data, headers, fault, owed, modern_route, faithful, chunked, seed)
 
 
 def http_expectation(post: Post) -> tuple[Expect | None, frozenset[int]]:
@@ -737,10 +770,25 @@ def parse_http_body(status: int, ctype: str, body: bytes) -> list[Any]:
     return out
 
 
-def check_post(post: Post, status: int, ctype: str, body: bytes, optional: set[tuple[str, Any]]) -> None:
-    where = f"{post.item.label} fault={post.fault} headers={post.headers} body={post.body[:300]!r}"
+def check_post(
+    post: Post,
+    status: int,
+    ctype: str,
+    body: bytes,
+    optional: set[tuple[str, Any]],
+    head: int = 0,
+    dups: frozenset[tuple[str, Any]] = frozenset(),
+) -> None:
+    """`head`: the request's head size as sent; `dups`: ids sent more than once in the batch's session."""
+    headers = {k: v if len(v) <= 100 else f"<{len(v)} bytes>" for k, v in post.headers.items()}
+    where = f"{post.item.label} fault={post.fault} headers={headers} body={post.body[:300]!r}"
     assert status < 500, f"HTTP {status} {body[:300]!r} for {where}"
     owed = post.owed
+    if head > HEAD_CAP:  # refused before anything else is read, whatever the request
+        ans = orjson.loads(body)
+        assert (status, ans["error"]["code"], ans["id"]) == (431, fz.INVALID_REQUEST, None), f"{where}"
+        assert f"exceed {HEAD_CAP} bytes" in ans["error"]["message"]
+        return
     if status == 202:
         assert body == b"", f"202 with a body for {where}"
         assert owed.kind in ("notification", "response") or (owed.key in optional), f"202 for a {owed.kind}: {where}"
@@ -787,6 +835,10 @@ def check_post(post: Post, status: int, ctype: str, body: bytes, optional: set[t
                 assert (status, code, ans["id"]) == (400 if sid is None else 404, fz.INVALID_REQUEST, None), f"{where}"
                 return
         assert is_request, f"a {owed.kind} got {status} {fz.show(ans)}: {where}"
+        if owed.key in dups and status == 400 and "is already in flight in this session" in fz.show(ans):
+            # Its twin was in flight: refused as on stdio (whether they overlapped is up to the timing).
+            assert (code, ans["id"]) == (fz.INVALID_REQUEST, owed.answer_id), f"{fz.show(ans)} for {where}"
+            return
         assert status == 200, f"handshake-era request answered with HTTP {status}: {where}"
     else:
         assert is_request, f"a {owed.kind} got {status} {fz.show(ans)}: {where}"
@@ -803,11 +855,16 @@ def check_post(post: Post, status: int, ctype: str, body: bytes, optional: set[t
 class HttpFuzzer:
     WORKERS = 4
 
-    def __init__(self, url: str, base: str) -> None:
+    def __init__(self, url: str, base: str, port: int) -> None:
         self.url = url
         self.base = base
+        self.port = port
         self.ids = Ids()
         self.sent = 0
+        # Partial requests left open: (socket, "head" or "body") each owed a 408 once the server times it out.
+        self.stalled: list[tuple[socket.socket, str, Post]] = []
+        self.twins_refused = 0  # dup_id requests that met their twin in flight
+        self._stalled_lock = threading.Lock()
         self.labels: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
         self.statuses: Counter[int] = Counter()
@@ -850,6 +907,8 @@ class HttpFuzzer:
         for client in self._clients:
             client.close()
         self.control.close()
+        for sock, _, _ in self.stalled:
+            sock.close()
 
     def _client(self) -> httpx.Client:
         client: httpx.Client | None = getattr(self._local, "client", None)
@@ -858,7 +917,11 @@ class HttpFuzzer:
             self._clients.append(client)
         return client
 
-    def _send(self, post: Post) -> tuple[int, str, bytes]:
+    def _send(self, post: Post) -> tuple[int, str, bytes, int] | None:
+        """Status, content type, body and the head size sent; None for a partial request (no answer now)."""
+        if post.fault in ("partial_close", "partial_stall"):
+            self._send_partial(post)
+            return None
         content: Any = (
             iter([post.body[: len(post.body) // 2], post.body[len(post.body) // 2 :]]) if post.chunked else post.body
         )
@@ -867,7 +930,36 @@ class HttpFuzzer:
         if "accept" not in post.headers:
             del request.headers["accept"]  # httpx adds "Accept: */*" by default
         r = client.send(request)
-        return r.status_code, r.headers.get("content-type", ""), r.content
+        return r.status_code, r.headers.get("content-type", ""), r.content, head_size(request)
+
+    def _send_partial(self, post: Post) -> None:
+        """Send a drawn prefix of the request (cut in its head, or in its body), then close or leave it open."""
+        head = (
+            f"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1:{self.port}\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in post.headers.items())
+            + f"content-length: {len(post.body)}\r\n\r\n"
+        ).encode("utf-8")
+        in_body = post.body != b"" and post.seed % 2 == 1
+        cut = len(head) + post.seed % len(post.body) if in_body else 1 + post.seed % (len(head) - 1)
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=ANSWER_TIMEOUT)
+        sock.sendall((head + post.body)[:cut])
+        if post.fault == "partial_close":
+            sock.close()
+            return
+        with self._stalled_lock:
+            self.stalled.append((sock, "body" if in_body else "head", post))
+
+    def check_stalled(self) -> int:
+        """Every partial request left open got a 408 naming its head or body, and its connection closed."""
+        for sock, part, post in self.stalled:
+            data = b""
+            while chunk := sock.recv(65536):  # the server closes after answering (timeout: ANSWER_TIMEOUT)
+                data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 408 "), f"{data[:300]!r} for a partial {part}: {post.body[:200]!r}"
+            err = orjson.loads(body)["error"]
+            assert err["code"] == fz.INVALID_REQUEST and f"request {part}" in err["message"], err
+        return len(self.stalled)
 
     def call(self, method: str, params: dict[str, Any] | None = None, *, modern: bool = False) -> dict[str, Any]:
         if modern:
@@ -888,25 +980,57 @@ class HttpFuzzer:
         ]
         return msg  # type: ignore[no-any-return]
 
-    def run(self, pairs: list[tuple[Fuzz, str | None]]) -> None:
+    def run(self, pairs: list[tuple[Fuzz, tuple[str | None, int]]]) -> None:
         prepared = prepare([item for item, _ in pairs], self.ids)
         posts = [
-            build_post(item, data, fault, self.sid) for (item, data), (_, fault) in zip(prepared, pairs, strict=True)
+            build_post(item, data, fault, self.sid, seed)
+            for (item, data), (_, (fault, seed)) in zip(prepared, pairs, strict=True)
         ]
+        posts = with_duplicate_ids(posts, self.sid)
         optional = cancelled_ids([p.owed for p in posts])
+        twins = Counter(
+            p.owed.key
+            for p in posts
+            if p.owed.kind == "request" and not p.modern_route and p.fault not in ("partial_close", "partial_stall")
+        )
+        dups = frozenset(k for k, n in twins.items() if n > 1)
         results = list(self.pool.map(self._send, posts))
         self.sent += len(posts)
-        for post, (status, ctype, body) in zip(posts, results, strict=True):
+        for post, result in zip(posts, results, strict=True):
             self.labels[post.item.label] += 1
             self.faults[post.fault or "-"] += 1
+            if result is None:
+                continue
+            status, ctype, body, head = result
             self.statuses[status] += 1
-            check_post(post, status, ctype, body, optional)
+            check_post(post, status, ctype, body, optional, head, dups)
+            if status == 400 and b"is already in flight" in body:
+                self.twins_refused += 1
         assert self.control.get(f"{self.base}/healthz").status_code == 200
 
 
+TWIN_SLEEP_S = 0.1
+
+
+def with_duplicate_ids(posts: list[Post], sid: str) -> list[Post]:
+    """Give each `dup_id` request on the session a twin sent just before it with the same id: a short sleep
+    that another worker is likely still serving. Each of the two is refused (-32600) or served, never both."""
+    out: list[Post] = []
+    for post in posts:
+        if post.fault == "dup_id" and post.owed.kind == "request" and not post.modern_route:
+            twin = fz.request(
+                "tools/call", {"name": "sleep", "arguments": {"seconds": TWIN_SLEEP_S}}, post.owed.answer_id
+            )
+            out.append(build_post(Fuzz(twin, "dup-twin"), fz.encode(twin), "dup_id", sid, post.seed))
+        out.append(post)
+    return out
+
+
 def test_http_fuzz() -> None:
-    with http_server("--max-body-bytes", str(HTTP_BODY_LIMIT), app=APP) as server:
-        fuzzer = HttpFuzzer(server.url, server.base)
+    limits = ["--max-header-bytes", str(HEAD_CAP), "--header-timeout", str(STALL_TIMEOUT)]
+    limits += ["--body-timeout", str(STALL_TIMEOUT)]
+    with http_server("--max-body-bytes", str(HTTP_BODY_LIMIT), *limits, app=APP) as server:
+        fuzzer = HttpFuzzer(server.url, server.base, server.port)
         try:
             # Concrete cases first.
             assert fuzzer.call("nope")["error"]["code"] == fz.METHOD_NOT_FOUND
@@ -923,18 +1047,26 @@ def test_http_fuzz() -> None:
             )
             assert r.status_code == 400 and r.json()["error"]["code"] == fz.UNSUPPORTED_VERSION
             assert fz.MODERN_VERSION in r.json()["error"]["data"]["supported"]
+            # The head cap to the byte: a head of exactly HEAD_CAP bytes is served, one byte more gets 431.
+            for extra, want in ((0, 200), (1, 431)):
+                ping = b'{"jsonrpc":"2.0","id":"cap","method":"ping"}'
+                req = fuzzer.control.build_request("POST", server.url, headers=fuzzer.session_headers(), content=ping)
+                req.headers["x-fuzz-pad"] = ""
+                req.headers["x-fuzz-pad"] = "p" * (HEAD_CAP - head_size(req) + extra)
+                assert head_size(req) == HEAD_CAP + extra
+                assert fuzzer.control.send(req).status_code == want
 
             failures: list[BaseException] = []
 
             @FUZZ_SETTINGS
             @given(
                 st.lists(
-                    st.tuples(fz.message_group(), st.lists(HTTP_FAULTS, min_size=3, max_size=3)),
+                    st.tuples(fz.message_group(), st.lists(HTTP_FAULT_DRAWS, min_size=3, max_size=3)),
                     min_size=GROUPS,
                     max_size=GROUPS,
                 )
             )
-            def fuzz(groups: list[tuple[list[Fuzz], list[str | None]]]) -> None:
+            def fuzz(groups: list[tuple[list[Fuzz], list[tuple[str | None, int]]]]) -> None:
                 with first_failure(failures):
                     assert server.alive(), "the server died"
                     fuzzer.run([pair for items, faults in groups for pair in zip(items, faults, strict=True)])
@@ -944,6 +1076,7 @@ def test_http_fuzz() -> None:
             elapsed = time.monotonic() - started
 
             assert server.alive(), "the server died"
+            stalled = fuzzer.check_stalled()
             assert fuzzer.control.get(f"{server.base}/healthz").status_code == 200
             echo = fuzzer.call("tools/call", {"name": "echo", "arguments": {"text": "still here"}})
             assert echo["result"]["content"] == [{"type": "text", "text": "still here"}]
@@ -953,7 +1086,9 @@ def test_http_fuzz() -> None:
             assert health["result"]["structuredContent"]["in_flight"] == 0
             statuses = dict(sorted(fuzzer.statuses.items()))
             print(
-                f"\nhttp: {fuzzer.sent} fuzzed POSTs in {elapsed:.1f}s; statuses {statuses}; "
+                f"\nhttp: {fuzzer.sent} fuzzed POSTs in {elapsed:.1f}s ({stalled} left open to time out, "
+                f"{fuzzer.twins_refused} duplicate ids refused in flight); "
+                f"statuses {statuses}; "
                 f"faults {dict(sorted(fuzzer.faults.items()))}; {dict(sorted(fuzzer.labels.items()))}"
             )
             assert fuzzer.sent >= TARGET
