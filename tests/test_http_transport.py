@@ -337,6 +337,28 @@ def test_allowed_hosts_flag(client: httpx.Client) -> None:
         assert _post(client, s.url, init, pv=None).status_code == 200
 
 
+def test_allowed_origins_flag(client: httpx.Client) -> None:
+    init = _rpc("init", "initialize", {"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "t"}})
+
+    def status(url: str, origin: str) -> int:
+        return _post(client, url, init, pv=None, headers={"Origin": origin}).status_code
+
+    with http_server("--allowed-origins", "https://app.example.com, https://Other.Example", app=DEMO) as s:
+        assert status(s.url, "https://app.example.com") == 200
+        assert status(s.url, "https://other.example") == 200  # the list and the header compare without case
+        assert status(s.url, "HTTPS://APP.EXAMPLE.COM") == 200
+        r = _post(client, s.url, init, pv=None, headers={"Origin": "https://evil.example.com"})
+        assert r.status_code == 403
+        assert "Origin not allowed" in r.json()["error"]["message"]
+        # An origin is scheme, host and port: each must match.
+        assert status(s.url, "http://app.example.com") == 403
+        assert status(s.url, "https://app.example.com:8443") == 403
+        # Loopback origins stay allowed: the flag adds origins, it does not replace the defaults.
+        assert status(s.url, "http://localhost:3000") == 200
+    with http_server("--allowed-origins", "*", app=DEMO) as s:
+        assert status(s.url, "https://anything.example") == 200
+
+
 # -- GET stream, SSE responses -----------------------------------------------
 
 
