@@ -1026,6 +1026,7 @@ def with_duplicate_ids(posts: list[Post], sid: str) -> list[Post]:
     return out
 
 
+@pytest.mark.slow  # about 30 s: 12,000 POSTs, and partial requests left to time out
 def test_http_fuzz() -> None:
     limits = ["--max-header-bytes", str(HEAD_CAP), "--header-timeout", str(STALL_TIMEOUT)]
     limits += ["--body-timeout", str(STALL_TIMEOUT)]
