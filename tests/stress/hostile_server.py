@@ -13,6 +13,7 @@ read-only `echo`) and is honest about everything except what `--mode` names, whi
 - `bad-result`: answers a `tools/call` with a `tools/list` result (the right id, the wrong kind of answer);
 - `hostile-schemas`: `tools/list` also offers `evil`, whose schema has the pattern `(a+)+[^\\s\\S]` (nothing
   matches it, and Python's `re` backtracks exponentially trying), and `huge`, which asks for 10**9 characters;
+- `many-tools`: `tools/list` offers 20,000 tools (echo and 19,999 copies of it under other names);
 - `random-close`: (HTTP) a seeded 30% of calls have their connection closed instead of an answer;
 - `stop-reading`: after `--after` calls, it never reads its input again (and stays alive);
 - `garbage`: every answer, the discovery too, is a line of noise: the target is hopeless.
@@ -68,6 +69,8 @@ class Hostile:
         self.rng = random.Random(seed)
 
     def tools(self) -> list[dict[str, Any]]:
+        if self.mode == "many-tools":
+            return [ECHO, *({**ECHO, "name": f"echo{i}"} for i in range(1, 20_000))]
         return [ECHO, EVIL, HUGE] if self.mode == "hostile-schemas" else [ECHO]
 
     def answer(self, msg: Any) -> list[dict[str, Any]]:

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from bemcp.stress.client import MODERN, HttpClient
+from bemcp.stress.discovery import MAX_TOOLS, discover
 from bemcp.stress.model import CallResult
 from bemcp.stress.stdio_client import StdioClient
 from tests.procs import ROOT, free_port
@@ -152,6 +153,18 @@ async def test_a_result_of_another_method_is_a_protocol_error(transport: str) ->
     async with hostile_client(transport, "bad-result") as client:
         results = await _calls(client, 10, timeout=5.0)
         assert _outcomes(results) == {("protocol_error", "wrong_result"): 10}
+
+
+async def test_a_listing_without_end_is_cut() -> None:
+    """20,000 tools in one listing: discovery keeps the first 10,000 (each with its pool of arguments)."""
+    async with hostile_client("http", "many-tools") as client:
+        session = client.session()
+        try:
+            found = await discover(session, timeout=30)
+        finally:
+            await session.close()
+    assert len(found.tools) == MAX_TOOLS and found.tools[0].name == "echo"
+    assert all(t.pool for t in found.callable) and len(found.callable) == MAX_TOOLS
 
 
 # -- a server that stops reading, or hangs up -------------------------------------------------------------

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import random
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -57,6 +58,8 @@ _CHEAP = re.compile(r"(^|[_.-])(echo|ping|noop|health|status|version|time|now|he
 _ECHO = re.compile(r"(^|[_.-])(echo|ping|noop)($|[_.-])", re.IGNORECASE)
 BUILTIN_TOOLS: Final = frozenset({"server_health"})
 _MAX_PAGES = 100
+MAX_TOOLS: Final = 10_000  # a listing past this is cut there: a hostile server cannot list without end
+LIST_DEADLINE_S: Final = 60.0  # the whole listing, every page
 # Argument generation over every tool of a run: a server listing thousands of costly schemas is bounded too.
 RUN_ARGUMENT_STEPS: Final = 20 * argsgen.LIMITS.steps
 
@@ -304,15 +307,20 @@ class Discovery:
         }
 
 
-async def list_tools(session: Session, *, timeout: float) -> list[dict[str, Any]]:
-    """Every tool of `tools/list`, following `nextCursor`. Raises TargetError when the listing fails."""
+async def list_tools(session: Session, *, timeout: float, deadline_s: float = LIST_DEADLINE_S) -> list[dict[str, Any]]:
+    """Every tool of `tools/list`, following `nextCursor`: at most `_MAX_PAGES` pages, MAX_TOOLS tools and
+    `deadline_s` seconds in all (what was listed by then is used). Raises TargetError when the listing fails."""
     tools: list[dict[str, Any]] = []
     cursor: Any = None
     seen: set[str] = set()
     names: set[str] = set()  # a tool listed twice is one tool (the first listing wins)
-    for _ in range(_MAX_PAGES):
+    end = time.monotonic() + deadline_s
+    for page_number in range(_MAX_PAGES):
+        left = end - time.monotonic()
+        if page_number and left <= 0:
+            return tools
         params = {"cursor": cursor} if cursor is not None else None
-        msg = await session.request("tools/list", params, timeout=timeout)
+        msg = await session.request("tools/list", params, timeout=min(timeout, max(left, 0.1)))
         result = msg.get("result")
         if not isinstance(result, dict):
             error = msg.get("error")
@@ -325,6 +333,8 @@ async def list_tools(session: Session, *, timeout: float) -> list[dict[str, Any]
             if isinstance(tool, dict) and isinstance(tool.get("name"), str) and tool["name"] not in names:
                 names.add(tool["name"])
                 tools.append(tool)
+                if len(tools) >= MAX_TOOLS:
+                    return tools
         cursor = result.get("nextCursor")
         if not isinstance(cursor, str) or not cursor or cursor in seen:
             return tools
