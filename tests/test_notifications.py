@@ -8,6 +8,7 @@ thread, as a user's code would.
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -247,4 +248,19 @@ def test_stdio_2026_listen_ends_gracefully_when_input_ends() -> None:
         end = srv.recv()
         assert end["id"] == "L2"
         assert end["result"]["_meta"][SUB_ID] == "L2" and end["result"]["resultType"] == "complete"
+        assert srv.proc.wait(20) == 0
+
+
+async def test_http_2026_listen_ends_gracefully_on_sigterm() -> None:
+    with http_server(app=APP) as srv:
+        async with httpx.AsyncClient(timeout=30) as client:
+            body = listen("bye", toolsListChanged=True)
+            async with client.stream("POST", srv.url, json=body, headers=modern_headers("subscriptions/listen")) as r:
+                events = sse(r)
+                assert (await asyncio.wait_for(anext(events), 20))[
+                    "method"
+                ] == "notifications/subscriptions/acknowledged"
+                srv.proc.send_signal(signal.SIGTERM)
+                end = await asyncio.wait_for(anext(events), 20)
+                assert end["id"] == "bye" and end["result"]["_meta"][SUB_ID] == "bye"
         assert srv.proc.wait(20) == 0

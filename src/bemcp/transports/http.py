@@ -211,8 +211,10 @@ class HttpTransport:
         await self.start()
 
     def end_streams(self) -> None:
-        """End every GET stream now (after a drain, so shutdown does not wait on idle streams)."""
+        """End every GET stream and subscriptions/listen stream now (after a drain, so shutdown does not wait on
+        idle streams; a listen stream gets its graceful answer)."""
         self.sessions.end_streams()
+        self.server.notifier.end_listeners()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
