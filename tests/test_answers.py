@@ -361,3 +361,19 @@ def test_an_id_too_large_says_so_over_stdio(stdio: StdioServer) -> None:
     msg = stdio.recv()
     assert msg["id"] is None and msg["error"]["code"] == -32600
     assert "is too large: integer ids must fit in 64 bits (JSON-RPC allows strings)" in msg["error"]["message"]
+    assert BIG.decode() in msg["error"]["message"]  # the id as the client wrote it, not a float
+
+
+def test_a_result_json_cannot_carry_is_a_tool_error(stdio: StdioServer) -> None:
+    # 2**64 - 1 fits the argument; the sum does not fit JSON's integers as orjson writes them.
+    res = stdio.request(
+        {
+            "jsonrpc": "2.0",
+            "id": "big-sum",
+            "method": "tools/call",
+            "params": {"name": "add", "arguments": {"a": 2**64 - 1, "b": 199}},
+        }
+    )
+    assert "error" not in res, res
+    assert res["result"]["isError"] is True
+    assert "cannot be sent as JSON" in res["result"]["content"][0]["text"]

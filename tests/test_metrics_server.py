@@ -28,6 +28,8 @@ BEMCP_COUNTERS = {
     "bemcp_calls_shed",
     "bemcp_watchdog_events",
     "bemcp_calls_abandoned",
+    "bemcp_http_refused",
+    "bemcp_sessions_refused",
 }
 BEMCP_GAUGES = {
     "bemcp_in_flight",
@@ -43,6 +45,7 @@ BEMCP_GAUGES = {
     "bemcp_sync_threads_running",
     "bemcp_sync_threads_abandoned",
     "bemcp_abandoned_calls",
+    "bemcp_http_connections",
     "bemcp_subtasks",
     "bemcp_ready",
     "bemcp_uptime_seconds",

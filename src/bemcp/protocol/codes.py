@@ -8,6 +8,9 @@ METHOD_NOT_FOUND: Final = -32601
 INVALID_PARAMS: Final = -32602
 INTERNAL_ERROR: Final = -32603
 
+# The SDKs' "connection closed": a call whose 2025-11-25 session was deleted before it finished.
+CONNECTION_CLOSED: Final = -32000
+
 # MCP-defined codes (spec and SDK agree on these values).
 RESOURCE_NOT_FOUND: Final = -32002
 REQUEST_TIMEOUT: Final = -32001

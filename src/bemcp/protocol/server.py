@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from time import monotonic as _monotonic
 from typing import Any, Literal
 
+import orjson
 import pydantic
 
 from bemcp import content
@@ -334,7 +335,9 @@ class Server:
                     "isError": True,
                 }
             shown = structured["result"] if out.wrapped else structured
-            text = shown if isinstance(shown, str) else jsonrpc.dumps(shown).decode()
+            # orjson.dumps, not jsonrpc.dumps: a value JSON cannot carry must raise here (TypeError), where the
+            # call becomes a tool error, rather than be turned into an error answer of its own.
+            text = shown if isinstance(shown, str) else orjson.dumps(shown, option=orjson.OPT_NON_STR_KEYS).decode()
             return {"content": [{"type": "text", "text": text}], "structuredContent": structured}
         return {"content": _content_list(value)}
 

@@ -46,8 +46,6 @@ _ENVELOPE = (versions.META_PROTOCOL_VERSION, versions.META_CLIENT_CAPABILITIES)
 # most calls finish first and never pay for a watcher task.
 _DISCONNECT_WATCH_AFTER = 0.05
 _SSE_PING_INTERVAL = 15.0
-# The answer to a call whose session was ended (DELETE) while it ran: the MCP SDKs' "connection closed" code.
-_SESSION_ENDED_CODE = -32000
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
@@ -529,7 +527,7 @@ class HttpTransport:
         if ex.cancel_reason == SESSION_ENDED:
             response = jsonrpc.error(
                 req_id,
-                _SESSION_ENDED_CODE,
+                codes.CONNECTION_CLOSED,
                 f"{msg['method']} was cancelled: its session ended before it finished",
                 {"reason": SESSION_ENDED},
             )

@@ -154,7 +154,7 @@ class StdioTransport:
                 jsonrpc.error(None, codes.INVALID_REQUEST, "Invalid request: JSON-RPC batches are not supported")
             )
             return
-        kind, reason = jsonrpc.classify(msg)
+        kind, reason = jsonrpc.classify(msg, line)
         if kind is Kind.REQUEST:
             req_id = msg["id"]
             if req_id in self.peer.inflight:
