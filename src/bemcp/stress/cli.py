@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bemcp.protocol import versions
 from bemcp.stress.profiles import PROFILES
 
 PHASES = ("tsunami", "avalanche", "chaos", "rate", "soak")
@@ -80,7 +81,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--revision",
-        choices=["auto", "2026-07-28", "2025-11-25"],
+        choices=["auto", versions.MODERN[0], versions.LATEST_HANDSHAKE],
         default="auto",
         help="protocol revision (auto: server/discover first, then initialize)",
     )

@@ -35,17 +35,20 @@ import httptools
 import orjson
 
 from bemcp import __version__
+from bemcp.protocol import codes, versions
 from bemcp.stress.model import CallResult, Outcome
 
-MODERN: Final = "2026-07-28"
-LEGACY: Final = "2025-11-25"
-MODERN_REVISIONS: Final = frozenset({MODERN})
-OVERLOAD_CODE: Final = -32050  # BE-MCP's documented overload error; `data.reason` says why
+# The tester speaks the newest revision of each kind the protocol package names: the stateless one, and the
+# newest one negotiated with `initialize`.
+MODERN: Final = versions.MODERN[0]
+LEGACY: Final = versions.LATEST_HANDSHAKE
+MODERN_REVISIONS: Final = frozenset(versions.MODERN)
+OVERLOAD_CODE: Final = codes.OVERLOADED  # BE-MCP's documented overload error; `data.reason` says why
 CLIENT_INFO: Final = {"name": "bemcp-stress", "version": __version__}
 
-_META_VERSION = "io.modelcontextprotocol/protocolVersion"
-_META_CAPS = "io.modelcontextprotocol/clientCapabilities"
-_META_INFO = "io.modelcontextprotocol/clientInfo"
+_META_VERSION = versions.META_PROTOCOL_VERSION
+_META_CAPS = versions.META_CLIENT_CAPABILITIES
+_META_INFO = versions.META_CLIENT_INFO
 _NAME_PARAM = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
 # An idle keep-alive connection older than this is dropped rather than reused: servers close idle
 # connections after a few seconds (uvicorn: 5 s), and a request racing that close would fail spuriously.

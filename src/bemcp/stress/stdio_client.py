@@ -23,6 +23,7 @@ from typing import IO, Any
 
 import orjson
 
+from bemcp.protocol import codes
 from bemcp.stress.client import (
     CLIENT_INFO,
     LEGACY,
@@ -325,7 +326,11 @@ class StdioClient:
         if msg.get("method") == "ping":
             reply: dict[str, Any] = {"jsonrpc": "2.0", "id": msg["id"], "result": {}}
         else:
-            reply = {"jsonrpc": "2.0", "id": msg["id"], "error": {"code": -32601, "message": "Method not found"}}
+            reply = {
+                "jsonrpc": "2.0",
+                "id": msg["id"],
+                "error": {"code": codes.METHOD_NOT_FOUND, "message": "Method not found"},
+            }
         proc = self._proc
         if proc is not None and proc.stdin is not None and not proc.stdin.is_closing():
             with contextlib.suppress(ConnectionError, RuntimeError):

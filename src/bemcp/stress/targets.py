@@ -27,6 +27,8 @@ from typing import Any, BinaryIO, Literal, Self
 
 import psutil
 
+from bemcp.protocol import codes
+from bemcp.protocol.versions import META_SERVER_INFO
 from bemcp.stress.client import (
     LEGACY,
     MODERN,
@@ -45,7 +47,7 @@ from bemcp.stress.stdio_client import StdioClient
 TargetKind = Literal["embedded", "http", "stdio"]
 Revision = Literal["auto", "2026-07-28", "2025-11-25"]
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
-_UNSUPPORTED_VERSION = -32022
+_UNSUPPORTED_VERSION = codes.UNSUPPORTED_PROTOCOL_VERSION
 
 
 class TargetError(Exception):
@@ -134,7 +136,7 @@ def _modern_info(msg: dict[str, Any] | None) -> TargetInfo | None:
         if supported and MODERN not in supported:
             return None  # a modern server that does not speak the revision we do
         meta = _dict(result.get("_meta"))
-        server_info = _dict(meta.get("io.modelcontextprotocol/serverInfo")) or _dict(result.get("serverInfo"))
+        server_info = _dict(meta.get(META_SERVER_INFO)) or _dict(result.get("serverInfo"))
         instructions = result.get("instructions")
         return TargetInfo(
             revision=MODERN,
