@@ -35,7 +35,7 @@ from bemcp.stress.report.narrative import no_tool_sentence
 from bemcp.stress.sampler import Sampler
 from bemcp.stress.selection import SelectionError, ToolSpec, plan_load
 from bemcp.stress.targets import HttpTarget, Target, TargetError, parse_target
-from bemcp.stress.workers import WorkerPool
+from bemcp.stress.workerpool import WorkerPool
 
 PHASE_ORDER = ("tsunami", "avalanche", "chaos", "rate", "soak")
 # The embedded server budgets from a simulated 1 GiB container limit, so the avalanche reaches the

@@ -17,7 +17,7 @@ from bemcp.stress.recorder import Recorder, StepRecorder
 from bemcp.stress.sampler import Sampler
 from bemcp.stress.selection import LoadPlan
 from bemcp.stress.targets import Target
-from bemcp.stress.workers import WorkerPool
+from bemcp.stress.workerpool import WorkerPool
 
 
 @dataclass(slots=True)

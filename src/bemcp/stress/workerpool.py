@@ -1,4 +1,4 @@
-"""`--workers N`: HTTP load from N processes, this one and N - 1 worker processes (`bemcp.stress.worker`).
+"""`--workers N`: HTTP load from N processes, this one and N - 1 worker processes (`bemcp.stress.workerproc`).
 
 One Python process drives a few thousand calls per second before its own CPU
 becomes the limit (the sampler then flags the step client-bound). The pool
@@ -31,7 +31,7 @@ import orjson
 from bemcp.stress.discovery import Call
 from bemcp.stress.load import SessionPool, closed_step, open_step
 from bemcp.stress.recorder import Recorder, StepRecorder
-from bemcp.stress.worker import LINE_LIMIT
+from bemcp.stress.workerproc import LINE_LIMIT
 
 # A worker's answer may lag its step by the slowest call's timeout; past that and this slack it is given up.
 REPLY_SLACK_S = 30.0
@@ -112,7 +112,7 @@ class WorkerPool:
             proc = await asyncio.create_subprocess_exec(
                 self._python,
                 "-m",
-                "bemcp.stress.worker",
+                "bemcp.stress.workerproc",
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 limit=LINE_LIMIT,

@@ -1,6 +1,6 @@
 """`--workers N`: load steps shared by this process and real worker processes against a real server.
 
-Everything here is real: `bemcp serve` in a subprocess, `python -m bemcp.stress.worker` processes talking
+Everything here is real: `bemcp serve` in a subprocess, `python -m bemcp.stress.workerproc` processes talking
 over pipes, TCP connections from each process to the server.
 """
 
@@ -23,7 +23,7 @@ from bemcp.stress.discovery import Call
 from bemcp.stress.load import SessionPool, closed_calls, open_calls
 from bemcp.stress.recorder import Recorder
 from bemcp.stress.targets import HttpTarget
-from bemcp.stress.workers import WorkerPool
+from bemcp.stress.workerpool import WorkerPool
 from tests.procs import ROOT, HttpServer, http_server
 from tests.stress.cli_run import check_outputs, no_traceback, stress
 
@@ -153,7 +153,7 @@ def test_the_worker_answers_every_line_and_stops_on_eof() -> None:
     """Garbage, an unknown op and a step before init each get a clear refusal; end of input stops it cleanly."""
     lines = [b"not json", b'{"op": "dance"}', b'{"op": "closed", "phase": "x", "index": 0}', b'{"op": "init"}']
     proc = subprocess.run(
-        [sys.executable, "-m", "bemcp.stress.worker"],
+        [sys.executable, "-m", "bemcp.stress.workerproc"],
         input=b"\n".join(lines) + b"\n",
         capture_output=True,
         cwd=ROOT,

@@ -1,6 +1,6 @@
 """A load-generator process of `bemcp stress --workers N`: it applies its share of each HTTP load step.
 
-Run as `python -m bemcp.stress.worker`; the parent (`workers.WorkerPool`)
+Run as `python -m bemcp.stress.workerproc`; the parent (`workerpool.WorkerPool`)
 talks to it over stdin/stdout, one JSON object per line:
 
     parent: {"op": "init", "client": HttpTarget.client_params(), "id_base": int, "t0_wall": float}
