@@ -8,15 +8,16 @@ from typing import Any, TypeVar
 
 import pytest
 
-from bemcp.protocol import codes
+from bemcp.protocol import codes, refusals
+from bemcp.protocol.refusals import refusal_error
 from bemcp.runtime.admission import (
     RETRY_AFTER_MAX_MS,
     RETRY_AFTER_MIN_MS,
     Admission,
-    Overloaded,
     Token,
 )
 from bemcp.runtime.limits import FixedLimit
+from bemcp.runtime.refusal import Refusal, RefusalReason
 
 T = TypeVar("T")
 MS = 1_000_000
@@ -126,7 +127,7 @@ async def test_fast_lane_reopens_after_a_queue_timeout_and_a_cancelled_waiter() 
     admission = Admission(FixedLimit(1), queue_timeout=0.01)
     assert admission.enter()
     (expires,) = await queue_up(admission, 1)
-    with pytest.raises(Overloaded, match="queue timeout"):
+    with pytest.raises(Refusal, match="queue timeout"):
         await expires
     assert admission.lane == 1
     (cancelled,) = await queue_up(admission, 1)
@@ -217,20 +218,23 @@ async def test_full_queue_refuses_at_once() -> None:
     admission = Admission(FixedLimit(1), queue_size=2, queue_timeout=10.0)
     holder = await admission.acquire()
     tasks = await queue_up(admission, 2)
-    with pytest.raises(Overloaded) as refused:
+    with pytest.raises(Refusal) as refused:
         run_now(admission.acquire())  # raised without suspending once: no timer, no wait
     err = refused.value
     assert (err.reason, err.limit, err.in_flight, err.queued) == ("concurrency_limit", 1, 1, 2)
     assert RETRY_AFTER_MIN_MS <= err.retry_after_ms <= RETRY_AFTER_MAX_MS
-    assert err.code == codes.OVERLOADED
-    assert err.to_error_data() == {
+    assert refusal_error(err)["code"] == codes.OVERLOADED
+    assert err.data() == {
         "reason": "concurrency_limit",
         "retry_after_ms": err.retry_after_ms,
         "limit": 1,
         "in_flight": 1,
         "queued": 2,
     }
-    assert err.to_error() == {"code": codes.OVERLOADED, "message": err.message, "data": err.to_error_data()}
+    assert refusal_error(err) == {"code": codes.OVERLOADED, "message": err.message, "data": err.data()}
+    answer = refusals.refused(7, err)
+    assert answer == {"jsonrpc": "2.0", "id": 7, "error": refusal_error(err)}
+    assert answer.retry_after_ms == err.retry_after_ms and answer.retry_after_s >= 1
     assert "concurrency limit 1 reached and the wait queue is full" in err.message
     assert f"retry after {err.retry_after_ms} ms" in err.message
     holder.release()
@@ -243,7 +247,7 @@ async def test_full_queue_refuses_at_once() -> None:
 async def test_no_queue_means_refuse_at_the_limit() -> None:
     admission = Admission(FixedLimit(1), queue_size=0)
     holder = run_now(admission.acquire())
-    with pytest.raises(Overloaded, match="wait queue is full"):
+    with pytest.raises(Refusal, match="wait queue is full"):
         run_now(admission.acquire())
     holder.release()
     run_now(admission.acquire()).release()
@@ -254,7 +258,7 @@ async def test_queue_timeout_refuses_a_waiter() -> None:
     admission = Admission(FixedLimit(1), queue_timeout=0.05)
     holder = await admission.acquire()
     started = loop.time()
-    with pytest.raises(Overloaded) as refused:
+    with pytest.raises(Refusal) as refused:
         await admission.acquire()
     assert loop.time() - started >= 0.05
     assert refused.value.reason == "queue_timeout"
@@ -286,15 +290,15 @@ async def test_draining_refuses_new_and_queued_callers() -> None:
     tasks = await queue_up(admission, 3)
     admission.set_draining(True)
     for task in tasks:
-        with pytest.raises(Overloaded) as refused:
+        with pytest.raises(Refusal) as refused:
             await task
         assert refused.value.reason == "draining"
         assert refused.value.retry_after_ms == RETRY_AFTER_MAX_MS
     assert admission.queued == 0
-    with pytest.raises(Overloaded, match="draining"):
+    with pytest.raises(Refusal, match="draining"):
         run_now(admission.acquire())
     holder.release()  # calls already admitted finish normally
-    with pytest.raises(Overloaded):
+    with pytest.raises(Refusal):
         run_now(admission.acquire())  # a free slot changes nothing while draining
     assert admission.in_flight == 0 and admission.draining
     admission.set_draining(False)
@@ -354,7 +358,7 @@ async def test_cancelled_waiter_then_timeout_leaves_counts_clean() -> None:
     tasks[0].cancel()
     results = await asyncio.gather(*tasks, return_exceptions=True)
     assert isinstance(results[0], asyncio.CancelledError)
-    assert isinstance(results[1], Overloaded) and results[1].reason == "queue_timeout"
+    assert isinstance(results[1], Refusal) and results[1].reason == "queue_timeout"
     holder.release()
     assert (admission.in_flight, admission.queued) == (0, 0)
 
@@ -369,7 +373,7 @@ async def test_burst_of_ten_times_the_limit() -> None:
     async def call() -> None:
         try:
             token = await admission.acquire()
-        except Overloaded as refused:
+        except Refusal as refused:
             outcomes.append(refused.reason)
             return
         try:
@@ -465,7 +469,7 @@ async def test_retry_after_follows_call_duration_and_queue_length() -> None:
     b.release()
     holders = [run_now(admission.acquire()) for _ in range(2)]
     tasks = await queue_up(admission, 3)
-    with pytest.raises(Overloaded) as refused:
+    with pytest.raises(Refusal) as refused:
         run_now(admission.acquire())
     # 200 ms calls on 2 slots: the 3 queued plus this caller drain in 400 ms.
     assert refused.value.retry_after_ms == 400
@@ -496,11 +500,11 @@ async def test_snapshot_counters_add_up() -> None:
     waiting = [asyncio.create_task(admission.acquire()) for _ in range(2)]
     await settle()
     for _ in range(3):
-        with pytest.raises(Overloaded):
+        with pytest.raises(Refusal):
             await admission.acquire()
     waiting[0].cancel()
     results = await asyncio.gather(*waiting, return_exceptions=True)
-    assert isinstance(results[1], Overloaded)
+    assert isinstance(results[1], Refusal)
     for token in held:
         token.release()
     snap = admission.snapshot()
@@ -512,10 +516,10 @@ async def test_snapshot_counters_add_up() -> None:
 
 
 def test_overloaded_carries_other_reasons() -> None:
-    err = Overloaded("memory_pressure", 250, 100, 100, 0)
-    assert err.code == codes.OVERLOADED
+    err = Refusal(RefusalReason.MEMORY_PRESSURE, 250, 100, 100, 0)
+    assert refusal_error(err)["code"] == codes.OVERLOADED
     assert err.message == "Server busy (memory_pressure); retry after 250 ms"
-    assert err.data == err.to_error_data()
+    assert refusal_error(err)["data"] == err.data()
 
 
 def test_admission_rejects_nonsense_settings() -> None:

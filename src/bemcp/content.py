@@ -10,6 +10,13 @@ import base64
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+import pydantic
+
+from bemcp.protocol import jsonrpc
+
+_ANY = pydantic.TypeAdapter(Any)
+
 
 def _b64(data: bytes | str) -> str:
     return data if isinstance(data, str) else base64.b64encode(data).decode("ascii")
@@ -136,3 +143,69 @@ class PromptMessage:
         c = self.content
         body = Text(c).to_wire() if isinstance(c, str) else c.to_wire() if isinstance(c, ContentBlock) else c
         return {"role": self.role, "content": body}
+
+
+# -- shaping: what a function returned, as wire content --------------------------------------------------------
+
+
+def _json(value: Any) -> str:
+    return jsonrpc.dumps(_ANY.dump_python(value, mode="json")).decode()
+
+
+def content_list(value: Any) -> list[dict[str, Any]]:
+    """A tool's plain return value as content blocks: text as text, blocks as themselves, data as JSON text."""
+    if value is None:
+        return []
+    if isinstance(value, ContentBlock):
+        return [value.to_wire()]
+    if isinstance(value, str):
+        return [{"type": "text", "text": value}]
+    if isinstance(value, dict) and isinstance(value.get("type"), str):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        out: list[dict[str, Any]] = []
+        for item in value:
+            out.extend(content_list(item))
+        return out
+    return [{"type": "text", "text": _json(value)}]
+
+
+def json_text(shown: Any) -> list[dict[str, Any]]:
+    """Structured output's text twin. orjson.dumps, not jsonrpc.dumps: a value JSON cannot carry raises here
+    (TypeError), where the call becomes a tool error, rather than being turned into an error answer."""
+    text = shown if isinstance(shown, str) else orjson.dumps(shown, option=orjson.OPT_NON_STR_KEYS).decode()
+    return [{"type": "text", "text": text}]
+
+
+def resource_contents(uri: str, mime: str | None, value: Any) -> list[dict[str, Any]]:
+    """What a resource function returned, as `contents`: text, a blob, embedded resources, or data as JSON."""
+    if isinstance(value, str):
+        return [{"uri": uri, "mimeType": mime or "text/plain", "text": value}]
+    if isinstance(value, (bytes, bytearray)):
+        return [EmbeddedResource(uri, blob=bytes(value), mime_type=mime or "application/octet-stream").contents()]
+    if isinstance(value, EmbeddedResource):
+        return [value.contents()]
+    if isinstance(value, dict) and isinstance(value.get("uri"), str) and ("text" in value or "blob" in value):
+        return [value]  # already a wire contents object; any other dict is data, sent as JSON below
+    if isinstance(value, (list, tuple)):
+        out: list[dict[str, Any]] = []
+        for item in value:
+            out.extend(resource_contents(uri, mime, item))
+        return out
+    return [{"uri": uri, "mimeType": mime or "application/json", "text": _json(value)}]
+
+
+def prompt_messages(value: Any) -> list[dict[str, Any]]:
+    """What a prompt function returned, as `messages`: a string is one user message."""
+    if isinstance(value, str):
+        return [{"role": "user", "content": {"type": "text", "text": value}}]
+    if isinstance(value, PromptMessage):
+        return [value.to_wire()]
+    if isinstance(value, dict):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        out: list[dict[str, Any]] = []
+        for item in value:
+            out.extend(prompt_messages(item))
+        return out
+    raise TypeError(f"a prompt returned {type(value).__name__}; expected str, PromptMessage or a list of them")

@@ -11,7 +11,6 @@ from bemcp.protocol.exchange import LOG_RANK, Exchange
 
 if TYPE_CHECKING:
     from bemcp.runtime.memory import MemoryManager
-    from bemcp.runtime.runtime import Runtime
 
 
 class Context:
@@ -21,11 +20,11 @@ class Context:
     client that asked, in order, before the result.
     """
 
-    __slots__ = ("_exchange", "_state", "runtime")
+    __slots__ = ("_exchange", "_memory", "_state")
 
-    def __init__(self, exchange: Exchange, runtime: Runtime, state: Any = None) -> None:
+    def __init__(self, exchange: Exchange, memory: MemoryManager, state: Any = None) -> None:
         self._exchange = exchange
-        self.runtime = runtime
+        self._memory = memory
         self._state = state
 
     @property
@@ -36,7 +35,7 @@ class Context:
     @property
     def memory(self) -> MemoryManager:
         """The Smart Memory Manager: `async with ctx.memory.reserve(nbytes):` before allocating much."""
-        return self.runtime.memory
+        return self._memory
 
     @property
     def request_id(self) -> str | int:

@@ -16,6 +16,7 @@ from typing import Any
 from bemcp.errors import ClientError, NoBackChannel
 from bemcp.protocol import jsonrpc
 from bemcp.protocol.jsonrpc import Message, RequestId
+from bemcp.runtime.cancel import CancelReason
 
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 LOG_RANK = {name: i for i, name in enumerate(LOG_LEVELS)}
@@ -85,11 +86,12 @@ class Peer:
             fut.set_result(msg.get("result"))
         return True
 
-    def close(self, reason: str = "disconnect") -> None:
+    def close(self, reason: CancelReason | str = CancelReason.DISCONNECT) -> None:
         """End the connection or session: pending client requests fail, in-flight calls are cancelled for `reason`.
 
-        "disconnect" (nobody is left to answer) gets no response; the transport answers any other reason.
+        `disconnect` (nobody is left to answer) gets no response; any other reason is answered.
         """
+        reason = CancelReason(reason)
         self.closed = True
         for fut in self._pending.values():
             if not fut.done():
@@ -120,15 +122,15 @@ class Exchange:
     input_responses: dict[str, Any] | None = None  # 2026-07-28 multi round-trip answers
     protocol_version: str | None = None  # 2026-07-28: from this request's _meta
     client_capabilities: dict[str, Any] | None = None  # 2026-07-28: from this request's _meta
-    cancel_reason: str | None = None
+    cancel_reason: CancelReason | None = None
     task: asyncio.Task[Any] | None = None
 
-    def cancel(self, reason: str) -> bool:
+    def cancel(self, reason: CancelReason | str) -> bool:
         """Cancel the task serving this request, recording why; False if already cancelled or not running."""
         task = self.task
         if self.cancel_reason is not None or task is None or task.done():
             return False
-        self.cancel_reason = reason
+        self.cancel_reason = CancelReason(reason)
         task.cancel()
         return True
 

@@ -27,12 +27,13 @@ from bemcp.protocol import codes, versions
 from bemcp.protocol.answers import clean as clean_answer
 from bemcp.protocol.answers import problem as answer_problem
 from bemcp.protocol.exchange import LOG_RANK, Exchange
+from bemcp.runtime.pipeline import Suspended
 
 STATE_TTL_S = 600.0
 _CAPABILITY = {"sampling/createMessage": "sampling", "elicitation/create": "elicitation", "roots/list": "roots"}
 
 
-class InputRequired(Exception):
+class InputRequired(Suspended):
     """Raised inside a modern call when it needs answers the client has not sent yet."""
 
     def __init__(self, requests: dict[str, dict[str, Any]]) -> None:

@@ -18,11 +18,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
-from bemcp.errors import McpError
-from bemcp.protocol import codes
 from bemcp.runtime.limits import FixedLimit, LimitAlgorithm
+from bemcp.runtime.refusal import Refusal, RefusalReason
 
 Reason = Literal["concurrency_limit", "queue_timeout", "draining"]
 Outcome = Literal["success", "dropped", "ignore"]
@@ -30,42 +29,6 @@ Outcome = Literal["success", "dropped", "ignore"]
 REASONS: Final[tuple[Reason, ...]] = ("concurrency_limit", "queue_timeout", "draining")
 RETRY_AFTER_MIN_MS: Final = 50
 RETRY_AFTER_MAX_MS: Final = 5000
-
-
-def _message(reason: str, limit: int, retry_after_ms: int) -> str:
-    retry = f"retry after {retry_after_ms} ms"
-    if reason == "concurrency_limit":
-        return f"Server busy: concurrency limit {limit} reached and the wait queue is full; {retry}"
-    if reason == "queue_timeout":
-        return f"Server busy: concurrency limit {limit} reached and no slot freed within the queue timeout; {retry}"
-    if reason == "draining":
-        return f"Server is draining and accepts no new calls; {retry}"
-    return f"Server busy ({reason}); {retry}"
-
-
-class Overloaded(McpError):
-    """A call refused admission, answered as JSON-RPC error `codes.OVERLOADED`.
-
-    `reason` is one of `REASONS` when `Admission` raises it; other parts of the
-    server may refuse for reasons of their own (memory_pressure, say).
-    """
-
-    def __init__(self, reason: str, retry_after_ms: int, limit: int, in_flight: int, queued: int) -> None:
-        self.reason = reason
-        self.retry_after_ms = retry_after_ms
-        self.limit = limit
-        self.in_flight = in_flight
-        self.queued = queued
-        super().__init__(codes.OVERLOADED, _message(reason, limit, retry_after_ms), self.to_error_data())
-
-    def to_error_data(self) -> dict[str, Any]:
-        return {
-            "reason": self.reason,
-            "retry_after_ms": self.retry_after_ms,
-            "limit": self.limit,
-            "in_flight": self.in_flight,
-            "queued": self.queued,
-        }
 
 
 class Token:
@@ -255,7 +218,7 @@ class Admission:
         self.lane = self._cap if self._fixed and not self._draining and not self._waiters else 0
 
     async def acquire(self) -> Token:
-        """Take a slot, waiting in the queue if need be; raises `Overloaded` when refused."""
+        """Take a slot, waiting in the queue if need be; raises `Refusal` when refused."""
         token = self.try_acquire()
         if token is not None:
             return token
@@ -336,9 +299,10 @@ class Admission:
             if self._waiters:
                 self._grant()
 
-    def _refuse(self, reason: Reason) -> Overloaded:
+    def _refuse(self, reason: Reason) -> Refusal:
         self._rejected[reason] += 1
-        return Overloaded(reason, self.retry_after_ms(reason), self._cap, self.in_flight, len(self._waiters))
+        retry = self.retry_after_ms(reason)
+        return Refusal(RefusalReason(reason), retry, self._cap, self.in_flight, len(self._waiters))
 
     def _mean_call_ns(self) -> float:
         # Calls on the fast path are not timed here: a fixed limit learns nothing from them, and

@@ -25,9 +25,12 @@ from typing import Any, TypeVar
 
 import psutil
 
-from bemcp.runtime.admission import Admission, Overloaded
+from bemcp.runtime.admission import Admission
+from bemcp.runtime.cancel import CancelReason
 from bemcp.runtime.limits import make_limit
 from bemcp.runtime.memory import MemoryConfig, MemoryLevel, MemoryLimit, MemoryManager
+from bemcp.runtime.pipeline import CallPipeline
+from bemcp.runtime.refusal import Refusal, RefusalReason
 from bemcp.runtime.sandbox import Sandbox
 from bemcp.runtime.stats import RuntimeMetrics
 from bemcp.runtime.syncpool import SyncPool
@@ -82,7 +85,6 @@ class Runtime:
         self.memory = MemoryManager(MemoryConfig(memory_fraction=cfg.memory_fraction), limit=limit)
         self.protect = cfg.protections
         self.tasklog = TaskLog(cfg.log_file, enabled=cfg.task_log and cfg.protections)
-        self.log_tasks = self.tasklog.enabled  # read on every call: a plain attribute
         self.watchdog = Watchdog(
             WatchdogConfig(
                 stall_threshold=cfg.stall_threshold,
@@ -97,10 +99,17 @@ class Runtime:
         self.sandbox = Sandbox()
         self.metrics = RuntimeMetrics(self)
         self.admission.call_time_ns = self.metrics.recent_call_ns
-        self._draining = False
-        # True while a new call may have to be shed (draining, or memory at high or above): the hot
-        # path reads this one flag and only then asks why.
-        self.shedding = False
+        self.pipeline = CallPipeline(
+            self.admission,
+            self.tasks,
+            self.memory,
+            self.tasklog,
+            self.metrics.latency,
+            self.metrics.shed,
+            protect=cfg.protections,
+        )
+        # The one entry for every call: see `CallPipeline.run`. A bound method held here: no extra frame.
+        self.run_call = self.pipeline.run
         self.memory.add_listener(self._on_memory_level)
         self.refused: Counter[str] = Counter()  # calls refused after admission (workers_exhausted)
         self._pool: SyncPool | None = None
@@ -124,8 +133,8 @@ class Runtime:
         self._pool = SyncPool(self.config.sync_workers)
         self.left_behind = None
         self._started_at = time.monotonic()
-        self.draining = False
         self.admission.set_draining(False)
+        self.pipeline.update_shedding()
         if self.tasklog.enabled:
             self.tasklog.start()
             self.tasklog.attach(logging.getLogger("bemcp"), exclusive=False)
@@ -184,18 +193,11 @@ class Runtime:
 
     @property
     def draining(self) -> bool:
-        return self._draining
-
-    @draining.setter
-    def draining(self, value: bool) -> None:
-        self._draining = value
-        self._update_shedding()
+        """Refusing new calls to shut down; admission holds the one flag."""
+        return self.admission.draining
 
     def _on_memory_level(self, old: MemoryLevel, new: MemoryLevel) -> None:
-        self._update_shedding()
-
-    def _update_shedding(self) -> None:
-        self.shedding = self._draining or self.memory.level >= MemoryLevel.HIGH
+        self.pipeline.update_shedding()
 
     @property
     def uptime(self) -> float:
@@ -207,23 +209,6 @@ class Runtime:
         return self.running and not self.draining and (not self.protect or self.memory.level < MemoryLevel.CRITICAL)
 
     # -- calls ---------------------------------------------------------------
-
-    def shed(self, read_only: bool) -> Overloaded | None:
-        """The memory or drain verdict for a new call, without touching admission (O(1))."""
-        if self.draining:
-            return self.overloaded("draining")
-        if self.memory.should_shed(read_only) is not None:
-            return self.overloaded("memory_pressure")
-        return None
-
-    def overloaded(self, reason: str) -> Overloaded:
-        adm = self.admission
-        retry = (
-            1000
-            if reason == "memory_pressure"
-            else adm.retry_after_ms("draining" if reason == "draining" else "concurrency_limit")
-        )
-        return Overloaded(reason, retry, adm.limit, adm.in_flight, adm.queued)
 
     async def run_sync(self, fn: Callable[..., T], kwargs: dict[str, Any]) -> T:
         """Run a blocking function in the bounded pool, never on the event loop.
@@ -238,12 +223,15 @@ class Runtime:
             raise RuntimeError("Runtime is not started")
         if pool.abandoned >= pool.workers:
             self.refused["workers_exhausted"] += 1
-            refusal = Overloaded("workers_exhausted", 1000, pool.workers, pool.running, 0)
-            refusal.message = (
-                f"Server busy: all {pool.workers} sync workers are held by abandoned calls (answered, their "
-                f"threads still running); retry after {refusal.retry_after_ms} ms"
+            raise Refusal(
+                RefusalReason.WORKERS_EXHAUSTED,
+                1000,
+                pool.workers,
+                pool.running,
+                0,
+                message=f"Server busy: all {pool.workers} sync workers are held by abandoned calls (answered, "
+                "their threads still running); retry after 1000 ms",
             )
-            raise refusal
         return await pool.run(fn, kwargs, self._hold_current_call)
 
     def _hold_current_call(self) -> Callable[[], None] | None:
@@ -288,10 +276,10 @@ class Runtime:
 
     def start_draining(self) -> None:
         """Refuse new calls (`draining`) from now on; queued ones are refused at once."""
-        self.draining = True
         self.admission.set_draining(True)
+        self.pipeline.update_shedding()
 
-    def cut_off(self, reason: str = "drain_timeout") -> int:
+    def cut_off(self, reason: CancelReason = CancelReason.DRAIN_TIMEOUT) -> int:
         """Cancel every call in flight with `reason` (each is answered); returns how many. On the loop thread."""
         cut = 0
         for rec in list(self.tasks.inflight.values()):
@@ -320,7 +308,7 @@ class Runtime:
                 stream.flush()
         self._exit(code)
 
-    def _deadlines(self) -> list[tuple[float, Callable[[str], bool], str]]:
+    def _deadlines(self) -> list[tuple[float, Callable[[CancelReason], bool], str]]:
         # Runs on the watchdog thread: list() copies the dict in one step under the GIL.
         return [
             (r.deadline, r.cancel, r.name)
@@ -335,13 +323,15 @@ class Runtime:
         """Watchdog thread: stop admitting, give in-flight work the drain timeout, answer what a live loop still
         can, flush the log, exit 75."""
         log.critical("emergency shutdown: %s", reason)
-        self.draining = True
         loop = self._loop
         alive = loop is not None and not loop.is_closed()
         if alive:
             assert loop is not None
+            # Admission (and its one draining flag) belongs to the loop's thread.
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self.admission.set_draining, True)
+                loop.call_soon_threadsafe(self.start_draining)
+        else:
+            self.start_draining()
         tasks = self.tasks
         deadline = time.monotonic() + self.config.drain_timeout
         while (tasks.inflight or tasks.abandoned) and time.monotonic() < deadline:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from bemcp.errors import BemcpError
+from bemcp.runtime.cancel import CancelReason
 
 T = TypeVar("T")
 log = logging.getLogger("bemcp.runtime")
@@ -32,7 +33,7 @@ class TaskRecord:
     deadline: float | None
     task: asyncio.Task[Any] | None  # the task running the call's work
     state: str = "running"
-    cancel: Callable[[str], bool] | None = None  # cancels the call, recording why
+    cancel: Callable[[CancelReason], bool] | None = None  # cancels the call, recording why
     holds: int = 0  # pieces of the call's work still running that ignored their cancellation
     on_release: Callable[[], None] | None = None  # run when an abandoned call's last hold ends (its slot)
 
@@ -81,7 +82,7 @@ class TaskManager:
         method: str,
         name: str,
         timeout: float | None,
-        cancel: Callable[[str], bool] | None = None,
+        cancel: Callable[[CancelReason], bool] | None = None,
         task: asyncio.Task[Any] | None = None,
     ) -> TaskRecord:
         now = time.monotonic()

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bemcp.runtime.cancel import CancelReason
+
 log = logging.getLogger("bemcp.watchdog")
 
 
@@ -56,7 +58,7 @@ class Watchdog:
         self,
         config: WatchdogConfig | None = None,
         *,
-        deadlines: Callable[[], list[tuple[float, Callable[[str], bool], str]]] | None = None,
+        deadlines: Callable[[], list[tuple[float, Callable[[CancelReason], bool], str]]] | None = None,
         memory_critical: Callable[[], bool] | None = None,
         on_event: Callable[[WatchdogEvent], None] | None = None,
         on_emergency: Callable[[str], None] | None = None,
@@ -166,8 +168,8 @@ class Watchdog:
         for cancel, name in overdue:
             self._loop.call_soon_threadsafe(self._cancel_on_loop, cancel, name)
 
-    def _cancel_on_loop(self, cancel: Callable[[str], bool], name: str) -> None:
-        if cancel("watchdog"):
+    def _cancel_on_loop(self, cancel: Callable[[CancelReason], bool], name: str) -> None:
+        if cancel(CancelReason.WATCHDOG):
             self._record("deadline_cancel", {"name": name})
 
     def _check_memory(self, now: float) -> None:

@@ -1,0 +1,60 @@
+"""`subscriptions/listen` (2026-07-28): a long-lived stream of the change notifications a client asked for."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bemcp.errors import InvalidParams, MethodNotFound
+from bemcp.protocol.calling import Result
+from bemcp.protocol.exchange import Exchange
+from bemcp.protocol.notify import FILTER_KEYS, SUBSCRIPTION_ID, Listener, Notifier
+from bemcp.runtime.refusal import Refusal, RefusalReason
+
+
+class Subscriptions:
+    def __init__(self, notifier: Notifier) -> None:
+        self.notifier = notifier
+
+    def handlers(self) -> dict[str, Any]:
+        return {"subscriptions/listen": self.listen}
+
+    async def listen(self, params: dict[str, Any], ex: Exchange) -> Result:
+        """Stream until the client cancels (closing the stream, or `notifications/cancelled` on stdio) or the
+        server ends it (a drain: then it answers)."""
+        if not ex.modern:
+            raise MethodNotFound("subscriptions/listen")
+        wanted = params.get("notifications")
+        if not isinstance(wanted, dict):
+            raise InvalidParams("subscriptions/listen needs params.notifications (an object)")
+        lists = {kind for kind, key in FILTER_KEYS.items() if wanted.get(key) is True}
+        for key in FILTER_KEYS.values():
+            if key in wanted and not isinstance(wanted[key], bool):
+                raise InvalidParams(f"subscriptions/listen: notifications.{key} must be a boolean")
+        uris = wanted.get("resourceSubscriptions", [])
+        if not isinstance(uris, list) or not all(isinstance(u, str) for u in uris):
+            raise InvalidParams("subscriptions/listen: notifications.resourceSubscriptions must be a list of URIs")
+        listener = Listener(ex.request_id, frozenset(lists), frozenset(uris))
+        notifier = self.notifier
+        if not notifier.add(listener):
+            limit = notifier.max_listeners
+            raise Refusal(
+                RefusalReason.LISTENER_LIMIT,
+                1000,
+                limit,
+                len(notifier.listeners),
+                0,
+                message=f"Server busy: {limit} subscriptions/listen streams are open",
+            )
+        try:
+            ack: dict[str, Any] = {FILTER_KEYS[kind]: True for kind in sorted(lists)}
+            if uris:
+                ack["resourceSubscriptions"] = list(dict.fromkeys(uris))
+            await ex.notify(
+                "notifications/subscriptions/acknowledged",
+                {"_meta": {SUBSCRIPTION_ID: ex.request_id}, "notifications": ack},
+            )
+            while (msg := await listener.queue.get()) is not None:
+                await ex.notify(msg["method"], msg["params"])
+        finally:
+            notifier.remove(listener)
+        return {"_meta": {SUBSCRIPTION_ID: ex.request_id}}
