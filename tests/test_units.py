@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from bemcp import App, CompletionRequest, Context, Text, ToolError, ToolResult
 from bemcp.errors import InvalidParams
-from bemcp.protocol import jsonrpc, mrtr
+from bemcp.protocol import inputrequests, jsonrpc
 from bemcp.protocol.exchange import Exchange, Peer
 from bemcp.protocol.jsonrpc import Kind
 from bemcp.protocol.server import Server
@@ -177,24 +177,24 @@ def test_invalid_request_and_parse_error_ids() -> None:
     }
 
 
-# -- mrtr.StateSigner -------------------------------------------------------------
+# -- inputrequests.StateSigner -------------------------------------------------------------
 
 
-BINDING = mrtr.binding_of("tools/call", {"name": "ask", "arguments": {"q": "x"}})
+BINDING = inputrequests.binding_of("tools/call", {"name": "ask", "arguments": {"q": "x"}})
 ANSWERS = {"elicit": {"action": "accept", "content": {"answer": "42"}}}
 
 
 def test_state_round_trip() -> None:
-    signer = mrtr.StateSigner()
+    signer = inputrequests.StateSigner()
     token = signer.seal(BINDING, ANSWERS)
     assert signer.open(token, BINDING) == ANSWERS
 
 
 def test_binding_ignores_key_order_but_not_values() -> None:
-    a = mrtr.binding_of("tools/call", {"name": "t", "arguments": {"a": 1, "b": 2}})
-    b = mrtr.binding_of("tools/call", {"name": "t", "arguments": {"b": 2, "a": 1}})
-    c = mrtr.binding_of("tools/call", {"name": "t", "arguments": {"a": 1, "b": 3}})
-    d = mrtr.binding_of("prompts/get", {"name": "t", "arguments": {"a": 1, "b": 2}})
+    a = inputrequests.binding_of("tools/call", {"name": "t", "arguments": {"a": 1, "b": 2}})
+    b = inputrequests.binding_of("tools/call", {"name": "t", "arguments": {"b": 2, "a": 1}})
+    c = inputrequests.binding_of("tools/call", {"name": "t", "arguments": {"a": 1, "b": 3}})
+    d = inputrequests.binding_of("prompts/get", {"name": "t", "arguments": {"a": 1, "b": 2}})
     assert a == b
     assert len({a, c, d}) == 3
 
@@ -204,36 +204,36 @@ def _flip(s: str, i: int) -> str:
 
 
 def test_state_tampering_is_rejected() -> None:
-    signer = mrtr.StateSigner()
+    signer = inputrequests.StateSigner()
     token = signer.seal(BINDING, ANSWERS)
     body, mac = token.split(".")
     for bad in (_flip(body, 5) + "." + mac, body + "." + _flip(mac, 3)):
         with pytest.raises(InvalidParams, match="signature mismatch"):
             signer.open(bad, BINDING)
     with pytest.raises(InvalidParams, match="signature mismatch"):
-        mrtr.StateSigner().open(token, BINDING)  # another process's key
+        inputrequests.StateSigner().open(token, BINDING)  # another process's key
     for junk in (None, 5, "no-dot", "a.b.c"):
         with pytest.raises(InvalidParams, match="invalid requestState"):
             signer.open(junk, BINDING)
 
 
 def test_state_bound_to_its_request() -> None:
-    signer = mrtr.StateSigner()
+    signer = inputrequests.StateSigner()
     token = signer.seal(BINDING, ANSWERS)
-    other = mrtr.binding_of("tools/call", {"name": "ask", "arguments": {"q": "y"}})
+    other = inputrequests.binding_of("tools/call", {"name": "ask", "arguments": {"q": "y"}})
     with pytest.raises(InvalidParams, match="different request") as exc:
         signer.open(token, other)
     assert exc.value.code == -32602
 
 
 def test_state_expires(monkeypatch: pytest.MonkeyPatch) -> None:
-    signer = mrtr.StateSigner(b"k" * 32)
+    signer = inputrequests.StateSigner(b"k" * 32)
     now = 1_000_000.0
-    monkeypatch.setattr(mrtr.time, "time", lambda: now)
+    monkeypatch.setattr(inputrequests.time, "time", lambda: now)
     token = signer.seal(BINDING, ANSWERS)
-    monkeypatch.setattr(mrtr.time, "time", lambda: now + mrtr.STATE_TTL_S - 1)
+    monkeypatch.setattr(inputrequests.time, "time", lambda: now + inputrequests.STATE_TTL_S - 1)
     assert signer.open(token, BINDING) == ANSWERS
-    monkeypatch.setattr(mrtr.time, "time", lambda: now + mrtr.STATE_TTL_S + 1)
+    monkeypatch.setattr(inputrequests.time, "time", lambda: now + inputrequests.STATE_TTL_S + 1)
     with pytest.raises(InvalidParams, match="expired"):
         signer.open(token, BINDING)
 

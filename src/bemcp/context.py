@@ -6,7 +6,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from bemcp.errors import ClientError
-from bemcp.protocol import answers, codes, mrtr
+from bemcp.protocol import answers, codes, inputrequests
 from bemcp.protocol.exchange import LOG_RANK, Exchange
 
 if TYPE_CHECKING:
@@ -151,9 +151,9 @@ class Context:
         """
         ex = self._exchange
         if ex.modern:
-            return mrtr.ask_modern(ex, requests)
+            return inputrequests.ask_modern(ex, requests)
         for req in requests.values():
-            mrtr.require_capability(ex, req["method"])
+            inputrequests.require_capability(ex, req["method"])
         if len(requests) == 1:
             ((key, req),) = requests.items()
             return {key: _checked(req, await ex.client_request(req["method"], req["params"], timeout))}

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from bemcp.app import App, ToolDef
 from bemcp.context import Context
 from bemcp.errors import McpError, MethodNotFound
-from bemcp.protocol import codes, jsonrpc, mrtr, versions
+from bemcp.protocol import codes, inputrequests, jsonrpc, versions
 from bemcp.protocol.calling import Calling
 from bemcp.protocol.completion import Completion
 from bemcp.protocol.exchange import Exchange, Peer
@@ -77,7 +77,7 @@ class Server:
         ):
             self._handlers.update(family.handlers())
         self._server_info_meta = {versions.META_SERVER_INFO: self.server_info()}
-        self._signer = mrtr.StateSigner()
+        self._signer = inputrequests.StateSigner()
         self._debug = cfg.debug
 
     def _context(self, ex: Exchange) -> Context:
@@ -125,7 +125,7 @@ class Server:
                 if token is not None:
                     ex.progress_token = token
                 if versions.META_PROTOCOL_VERSION in meta or versions.META_CLIENT_CAPABILITIES in meta:
-                    mrtr.enter_modern(ex, params, self._signer)
+                    inputrequests.enter_modern(ex, params, self._signer)
             if ex.modern:
                 if method in _LEGACY_ONLY:
                     raise MethodNotFound(method)
@@ -138,8 +138,8 @@ class Server:
                 )
             try:
                 res = await handler(params, ex)
-            except mrtr.InputRequired as need:
-                res = mrtr.input_required_result(ex, params, need, self._signer)
+            except inputrequests.InputRequired as need:
+                res = inputrequests.input_required_result(ex, params, need, self._signer)
         except McpError as e:
             return {"jsonrpc": "2.0", "id": req_id, "error": e.to_error()}
         except Refusal as refusal:

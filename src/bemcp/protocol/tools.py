@@ -19,7 +19,7 @@ import pydantic
 from bemcp import content
 from bemcp.app import App, ToolDef
 from bemcp.errors import InvalidParams, McpError, ToolError
-from bemcp.protocol import mrtr
+from bemcp.protocol import inputrequests
 from bemcp.protocol.calling import Calling, Result, describe_validation
 from bemcp.protocol.exchange import Exchange
 from bemcp.runtime.pipeline import CallSpec
@@ -85,7 +85,7 @@ class Tools:
                 value = await tool.fn(**kwargs)
             else:
                 value = await self._calling.run_sync(tool.fn, kwargs)
-        except (McpError, Refusal, asyncio.CancelledError, mrtr.InputRequired):
+        except (McpError, Refusal, asyncio.CancelledError, inputrequests.InputRequired):
             raise
         except ToolError as e:
             return _tool_error(str(e))
