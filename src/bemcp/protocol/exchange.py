@@ -86,12 +86,11 @@ class Peer:
             fut.set_result(msg.get("result"))
         return True
 
-    def close(self, reason: CancelReason | str = CancelReason.DISCONNECT) -> None:
+    def close(self, reason: CancelReason = CancelReason.DISCONNECT) -> None:
         """End the connection or session: pending client requests fail, in-flight calls are cancelled for `reason`.
 
         `disconnect` (nobody is left to answer) gets no response; any other reason is answered.
         """
-        reason = CancelReason(reason)
         self.closed = True
         for fut in self._pending.values():
             if not fut.done():
@@ -125,12 +124,12 @@ class Exchange:
     cancel_reason: CancelReason | None = None
     task: asyncio.Task[Any] | None = None
 
-    def cancel(self, reason: CancelReason | str) -> bool:
+    def cancel(self, reason: CancelReason) -> bool:
         """Cancel the task serving this request, recording why; False if already cancelled or not running."""
         task = self.task
         if self.cancel_reason is not None or task is None or task.done():
             return False
-        self.cancel_reason = CancelReason(reason)
+        self.cancel_reason = reason
         task.cancel()
         return True
 

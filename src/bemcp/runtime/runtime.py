@@ -27,6 +27,7 @@ import psutil
 
 from bemcp.runtime.admission import Admission
 from bemcp.runtime.cancel import CancelReason
+from bemcp.runtime.health import Abandoned, HealthSnapshot, SyncThreads, rejections, sorted_names
 from bemcp.runtime.limits import make_limit
 from bemcp.runtime.memory import MemoryConfig, MemoryLevel, MemoryLimit, MemoryManager
 from bemcp.runtime.pipeline import CallPipeline
@@ -97,7 +98,7 @@ class Runtime:
             on_emergency=self._emergency,
         )
         self.sandbox = Sandbox()
-        self.metrics = RuntimeMetrics(self)
+        self.metrics = RuntimeMetrics(self.health_snapshot, lambda: self.tasks.subtasks)
         self.admission.call_time_ns = self.metrics.recent_call_ns
         self.pipeline = CallPipeline(
             self.admission,
@@ -336,7 +337,7 @@ class Runtime:
         deadline = time.monotonic() + self.config.drain_timeout
         while (tasks.inflight or tasks.abandoned) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if tasks.inflight and alive and not self.watchdog.snapshot()["stalled"]:
+        if tasks.inflight and alive and not self.watchdog.snapshot().stalled:
             assert loop is not None
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self.cut_off)
@@ -349,46 +350,35 @@ class Runtime:
         self.tasklog.stop()
         self._exit(EX_TEMPFAIL)
 
-    def health(self) -> dict[str, Any]:
-        """What `server_health` and /readyz report."""
+    def health_snapshot(self) -> HealthSnapshot:
+        """The runtime at one moment: what `server_health`, /metrics and /readyz report."""
         adm = self.admission.snapshot()
         mem = self.memory.snapshot()
-        status = "draining" if self.draining else "degraded" if mem.level >= MemoryLevel.HIGH else "ok"
-        return {
-            "status": status,
-            "ready": self.ready,
-            "uptime_s": round(self.uptime, 3),
-            "limit": adm.limit,
-            "in_flight": self.tasks.in_flight,
-            "queued": adm.queued,
-            "admitted": adm.admitted,
-            "rejected": {**adm.rejected, **self.metrics.shed_counts(), **self.refused},
-            "completed": dict(self.tasks.completed),
-            "memory": {
-                "limit_bytes": mem.limit,
-                "source": mem.source,
-                "container": mem.container,
-                "budget_bytes": mem.budget,
-                "rss_bytes": mem.rss,
-                "usage_bytes": mem.usage,
-                "reserved_bytes": mem.reserved,
-                "level": MemoryLevel(mem.level).label,
-            },
-            "loop_lag_ms": round(self.watchdog.loop_lag * 1000, 3),
-            "watchdog": self.watchdog.snapshot(),
-            "sync_threads": {
-                "workers": self.config.sync_workers,
-                "running": self.sync_running,
-                "abandoned": self.sync_abandoned,
-            },
-            "abandoned": {
-                "calls": len(self.tasks.abandoned),
-                "total": self.tasks.abandoned_total,
-                "tools": sorted({r.name for r in list(self.tasks.abandoned.values())}),
-            },
-            "loop_tasks": self._loop_tasks(),
-            "pid": os.getpid(),
-        }
+        calls = self.tasks
+        status = "draining" if adm.draining else "degraded" if mem.level >= MemoryLevel.HIGH else "ok"
+        return HealthSnapshot(
+            status=status,
+            ready=self.ready,
+            uptime_s=self.uptime,
+            admission=adm,
+            in_flight=calls.in_flight,
+            rejected=rejections(adm.rejected, self.metrics.shed_counts(), self.refused),
+            completed=dict(calls.completed),
+            memory=mem,
+            watchdog=self.watchdog.snapshot(),
+            sync_threads=SyncThreads(self.config.sync_workers, self.sync_running, self.sync_abandoned),
+            abandoned=Abandoned(
+                len(calls.abandoned),
+                calls.abandoned_total,
+                sorted_names(r.name for r in list(calls.abandoned.values())),
+            ),
+            loop_tasks=self._loop_tasks(),
+            pid=os.getpid(),
+        )
+
+    def health(self) -> dict[str, Any]:
+        """`health_snapshot()` as the JSON `server_health` answers."""
+        return self.health_snapshot().to_wire()
 
     def _loop_tasks(self) -> int | None:
         """Tasks alive on the serving loop (to show that a storm leaves none behind)."""

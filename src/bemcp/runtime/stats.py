@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
@@ -12,7 +12,7 @@ from prometheus_client.exposition import choose_encoder
 from bemcp.runtime.metrics import LabelValues, Registry
 
 if TYPE_CHECKING:
-    from bemcp.runtime.runtime import Runtime
+    from bemcp.runtime.health import HealthSnapshot
 
 _LATENCY_BUCKETS = (
     0.0001,
@@ -42,61 +42,70 @@ _MEAN_MIN_CALLS = 16
 
 class RuntimeMetrics:
     """What /metrics shows: the call path only times each call (counted inline into `latency.cells()`) and
-    counts sheds; every other number is read from the runtime's parts at scrape time."""
+    counts sheds; every other number is read at scrape time from one `HealthSnapshot` (the same figures
+    `server_health` reports), taken by `health` once per scrape."""
 
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, health: Callable[[], HealthSnapshot], subtasks: Callable[[], int]) -> None:
+        self._health = health
+        self._snap: HealthSnapshot | None = None  # the snapshot of the scrape in progress
         self.registry = reg = Registry("bemcp")
+        snap = self._snapshot
         reg.counter(
-            "calls_completed_total", "Calls finished, by outcome.", ("outcome",), read=lambda: _by(rt.tasks.completed)
+            "calls_completed_total", "Calls finished, by outcome.", ("outcome",), read=lambda: _by(snap().completed)
         )
         self.shed = reg.counter("calls_shed_total", "Calls refused before admission, by reason.", ("reason",))
         self.latency = reg.histogram(
             "call_duration_seconds", "Call duration from admission to answer.", ("method",), _LATENCY_BUCKETS
         )
-        reg.gauge("in_flight", "Calls running now.", read=lambda: rt.tasks.in_flight)
-        reg.gauge("queued", "Calls waiting for admission.", read=lambda: rt.admission.queued)
-        reg.gauge("concurrency_limit", "The current concurrency limit.", read=lambda: rt.admission.limit)
-        reg.counter("admitted_total", "Calls admitted since start.", read=lambda: rt.admission.admitted)
+        reg.gauge("in_flight", "Calls running now.", read=lambda: snap().in_flight)
+        reg.gauge("queued", "Calls waiting for admission.", read=lambda: snap().queued)
+        reg.gauge("concurrency_limit", "The current concurrency limit.", read=lambda: snap().limit)
+        reg.counter("admitted_total", "Calls admitted since start.", read=lambda: snap().admitted)
         reg.counter(
             "rejected_total",
             "Calls refused, by reason (admission's refusals and the sheds before it).",
             ("reason",),
-            read=self._rejected,
+            read=lambda: _by(snap().rejected),
         )
         reg.counter(
-            "watchdog_events_total",
-            "Watchdog events, by kind.",
-            ("kind",),
-            read=lambda: _by(rt.watchdog.snapshot()["events"]),
+            "watchdog_events_total", "Watchdog events, by kind.", ("kind",), read=lambda: _by(snap().watchdog.events)
         )
-        reg.gauge("loop_lag_seconds", "How late the last event-loop heartbeat was.", read=lambda: rt.watchdog.loop_lag)
-        reg.gauge("loop_lag_max_seconds", "The worst heartbeat delay seen.", read=lambda: rt.watchdog.max_loop_lag)
-        reg.gauge("rss_bytes", "Resident set size of the process.", read=lambda: rt.memory.snapshot().rss)
         reg.gauge(
-            "memory_usage_bytes", "Memory usage the budget is compared with.", read=lambda: rt.memory.snapshot().usage
+            "loop_lag_seconds",
+            "How late the last event-loop heartbeat was.",
+            read=lambda: snap().watchdog.loop_lag_ms / 1000,
         )
-        reg.gauge("memory_budget_bytes", "The memory budget.", read=lambda: rt.memory.budget)
-        reg.gauge("memory_reserved_bytes", "Bytes held by reservations.", read=lambda: rt.memory.reserved)
-        reg.gauge("memory_level", "0 normal, 1 elevated, 2 high, 3 critical.", read=lambda: int(rt.memory.level))
-        reg.gauge("sync_threads_running", "Worker threads busy with sync tools.", read=lambda: rt.sync_running)
+        reg.gauge(
+            "loop_lag_max_seconds",
+            "The worst heartbeat delay seen.",
+            read=lambda: snap().watchdog.max_loop_lag_ms / 1000,
+        )
+        reg.gauge("rss_bytes", "Resident set size of the process.", read=lambda: snap().memory.rss)
+        reg.gauge("memory_usage_bytes", "Memory usage the budget is compared with.", read=lambda: snap().memory.usage)
+        reg.gauge("memory_budget_bytes", "The memory budget.", read=lambda: snap().memory.budget)
+        reg.gauge("memory_reserved_bytes", "Bytes held by reservations.", read=lambda: snap().memory.reserved)
+        reg.gauge("memory_level", "0 normal, 1 elevated, 2 high, 3 critical.", read=lambda: int(snap().memory.level))
+        reg.gauge(
+            "sync_threads_running", "Worker threads busy with sync tools.", read=lambda: snap().sync_threads.running
+        )
         reg.gauge(
             "sync_threads_abandoned",
             "Worker threads still running calls already answered.",
-            read=lambda: rt.sync_abandoned,
+            read=lambda: snap().sync_threads.abandoned,
         )
         reg.gauge(
             "abandoned_calls",
             "Calls answered while their work still runs (it ignored its cancellation); each keeps its slot.",
-            read=lambda: len(rt.tasks.abandoned),
+            read=lambda: snap().abandoned.calls,
         )
         reg.counter(
             "calls_abandoned_total",
             "Calls ever answered while their work still ran.",
-            read=lambda: rt.tasks.abandoned_total,
+            read=lambda: snap().abandoned.total,
         )
-        reg.gauge("subtasks", "Live fan-out sub-tasks.", read=lambda: rt.tasks.subtasks)
-        reg.gauge("ready", "1 when the server accepts new calls.", read=lambda: int(rt.ready))
-        reg.gauge("uptime_seconds", "Seconds since the runtime started.", read=lambda: rt.uptime)
+        reg.gauge("subtasks", "Live fan-out sub-tasks.", read=subtasks)
+        reg.gauge("ready", "1 when the server accepts new calls.", read=lambda: int(snap().ready))
+        reg.gauge("uptime_seconds", "Seconds since the runtime started.", read=lambda: snap().uptime_s)
         # What a scrape collects: the runtime's metrics and the standard process_* / python_* ones, in a registry
         # this object owns (never prometheus_client's global REGISTRY, which other code in the process may fill).
         self.collectors = CollectorRegistry()
@@ -104,9 +113,11 @@ class RuntimeMetrics:
         ProcessCollector(registry=self.collectors)
         PlatformCollector(registry=self.collectors)
         GCCollector(registry=self.collectors)
-        self._rt = rt
         self._mean_mark: tuple[float, int, float] | None = None  # (when, calls, seconds) at the last look
         self._mean_ns = 0.0
+
+    def _snapshot(self) -> HealthSnapshot:
+        return self._snap if self._snap is not None else self._health()
 
     def recent_call_ns(self) -> float:
         """Mean call duration (ns) over the last second or more of calls, for retry hints (0 before any call).
@@ -128,18 +139,16 @@ class RuntimeMetrics:
     def shed_counts(self) -> dict[str, int]:
         return {labels[0]: int(v) for labels, v in self.shed.values.items()}
 
-    def _rejected(self) -> dict[LabelValues, float]:
-        rejected = dict(self._rt.admission.rejected)
-        for reason, n in (*self.shed_counts().items(), *self._rt.refused.items()):
-            rejected[reason] = rejected.get(reason, 0) + n
-        return _by(rejected)
-
     def scrape(self, accept: str = "") -> tuple[bytes, str]:
         """One scrape: the body and its content type, in the format that `accept` (the request's Accept header)
         asks for, as prometheus_client negotiates it: OpenMetrics 1.0.0 for `application/openmetrics-text`,
         the Prometheus text format 0.0.4 by default."""
         encode, content_type = choose_encoder(accept)
-        return encode(self.collectors), content_type
+        self._snap = self._health()
+        try:
+            return encode(self.collectors), content_type
+        finally:
+            self._snap = None
 
 
 def _by(counts: Mapping[str, float]) -> dict[LabelValues, float]:

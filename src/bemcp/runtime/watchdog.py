@@ -28,6 +28,27 @@ from bemcp.runtime.cancel import CancelReason
 log = logging.getLogger("bemcp.watchdog")
 
 
+@dataclass(frozen=True, slots=True)
+class WatchdogSnapshot:
+    """The watchdog at one moment: loop lag now and at worst, events by kind, the last one (without its stack),
+    and whether the loop is stalled now."""
+
+    loop_lag_ms: float
+    max_loop_lag_ms: float
+    events: dict[str, int]
+    last_event: dict[str, Any] | None
+    stalled: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "loop_lag_ms": self.loop_lag_ms,
+            "max_loop_lag_ms": self.max_loop_lag_ms,
+            "events": dict(self.events),
+            "last_event": self.last_event,
+            "stalled": self.stalled,
+        }
+
+
 @dataclass(slots=True)
 class WatchdogEvent:
     kind: str  # loop_stall, deadline_cancel, emergency
@@ -211,16 +232,16 @@ class Watchdog:
             return "(loop thread not found)"
         return "".join(traceback.format_stack(frame))
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> WatchdogSnapshot:
         with self._lock:
             counts = dict(self.counts)
             last = self.events[-1].to_dict() if self.events else None
         if last is not None:
             last.pop("stack", None)
-        return {
-            "loop_lag_ms": round(self.loop_lag * 1000, 3),
-            "max_loop_lag_ms": round(self.max_loop_lag * 1000, 3),
-            "events": counts,
-            "last_event": last,
-            "stalled": self._stalled_since is not None,
-        }
+        return WatchdogSnapshot(
+            loop_lag_ms=round(self.loop_lag * 1000, 3),
+            max_loop_lag_ms=round(self.max_loop_lag * 1000, 3),
+            events=counts,
+            last_event=last,
+            stalled=self._stalled_since is not None,
+        )

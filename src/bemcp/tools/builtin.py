@@ -14,9 +14,7 @@ def add_builtin_tools(app: App, runtime: Runtime) -> None:
     async def server_health() -> dict[str, Any]:
         """Report the server's health: status, concurrency limit, calls in flight and queued, outcomes,
         memory budget, RSS and level, event-loop lag, watchdog events and uptime."""
-        health = runtime.health()
-        health["in_flight"] -= 1  # this call is itself in flight; report the others
-        return health
+        return runtime.health_snapshot().to_wire(exclude_caller=True)  # this call is in flight: report the others
 
     app.add_tool(
         server_health,

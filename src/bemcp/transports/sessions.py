@@ -14,12 +14,9 @@ from dataclasses import dataclass, field
 from bemcp.protocol import jsonrpc
 from bemcp.protocol.exchange import Peer
 from bemcp.protocol.server import Server
+from bemcp.runtime.cancel import CancelReason
 
 log = logging.getLogger("bemcp.http")
-
-
-# Why in-flight calls of a session that ends get an answer (see `HttpTransport`), not the silence of a disconnect.
-SESSION_ENDED = "session_ended"
 
 
 class SessionLimit(Exception):
@@ -135,7 +132,7 @@ class SessionStore:
         return session
 
     def close(self, sid: str) -> bool:
-        """End a session; its in-flight calls are cancelled and answered (`SESSION_ENDED`)."""
+        """End a session; its in-flight calls are cancelled and answered (`session_ended`)."""
         session = self._sessions.pop(sid, None)
         if session is None:
             return False
@@ -145,7 +142,7 @@ class SessionStore:
         else:
             del self._per_client[session.client]
         self.server.peers.discard(session.peer)
-        session.peer.close(SESSION_ENDED)
+        session.peer.close(CancelReason.SESSION_ENDED)
         if session.stream_open:
             with contextlib.suppress(asyncio.QueueFull):
                 session.outbox.put_nowait(b"")

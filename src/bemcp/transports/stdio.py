@@ -20,6 +20,7 @@ from bemcp.protocol import codes, jsonrpc
 from bemcp.protocol.exchange import Exchange, Peer
 from bemcp.protocol.jsonrpc import Kind, Message
 from bemcp.protocol.server import Server
+from bemcp.transports import inflight
 
 log = logging.getLogger("bemcp.stdio")
 
@@ -156,17 +157,13 @@ class StdioTransport:
             return
         kind, reason = jsonrpc.classify(msg, line)
         if kind is Kind.REQUEST:
-            req_id = msg["id"]
-            if req_id in self.peer.inflight:
-                await self._out.send(
-                    jsonrpc.error(req_id, codes.INVALID_REQUEST, f"Invalid request: id {req_id!r} is already in flight")
-                )
+            ex = Exchange(self.peer, msg["id"], msg["method"], self._out.send)
+            refused = inflight.enter(ex)
+            if refused is not None:
+                await self._out.send(refused)
                 return
-            ex = Exchange(self.peer, req_id, msg["method"], self._out.send)
             task = (self._loop or asyncio.get_running_loop()).create_task(self._serve_request(msg, ex))
             ex.task = task
-            # Registered before the task runs, so a cancel that follows at once finds it.
-            self.peer.inflight[req_id] = ex
             self._tasks.add(task)
             task.add_done_callback(functools.partial(self._request_done, ex))
         elif kind is Kind.INVALID:
@@ -178,23 +175,15 @@ class StdioTransport:
         self._tasks.discard(task)
         # Also here, not only in `_serve_request`: a task cancelled before its first step
         # (a cancel read in the same chunk as its request) never runs its body or `finally`.
-        if self.peer.inflight.get(ex.request_id) is ex:
-            del self.peer.inflight[ex.request_id]
+        inflight.leave(ex)
 
     async def _serve_request(self, msg: Message, ex: Exchange) -> None:
         try:
-            try:
-                response = await self.server.handle_request(msg, ex)
-            except asyncio.CancelledError:
-                # Cancelled before the handler ran (it handles its own cancels).
-                if ex.cancel_reason is None:
-                    raise
-                response = None
+            response = await self.server.handle_request(msg, ex)  # the exception boundary: it answers cancels
             if response is not None:
                 await self._out.send(response)
         finally:
-            if self.peer.inflight.get(ex.request_id) is ex:
-                del self.peer.inflight[ex.request_id]
+            inflight.leave(ex)
 
     async def drain(self, refuse_new: bool = True) -> None:
         """Give the requests in flight `drain_timeout` seconds, then the runtime's drain: calls still running

@@ -1,0 +1,112 @@
+"""`HealthSnapshot`: the runtime at one moment, built from its parts' snapshots.
+
+`server_health` and `/metrics` both read their call figures (admitted,
+refused by reason, in flight, queued, completed) from this one snapshot, so
+they cannot disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bemcp.runtime.admission import AdmissionSnapshot
+from bemcp.runtime.memory import MemoryLevel, MemorySnapshot
+from bemcp.runtime.watchdog import WatchdogSnapshot
+
+
+def rejections(*counts: Mapping[str, int]) -> dict[str, int]:
+    """Refusals by reason, summed over whoever refused: admission, the sheds before it (draining, memory), the
+    refusals after it (workers_exhausted). A refused call is counted once, by the part that refused it."""
+    out: dict[str, int] = {}
+    for part in counts:
+        for reason, n in part.items():
+            out[reason] = out.get(reason, 0) + int(n)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class SyncThreads:
+    workers: int
+    running: int
+    abandoned: int  # threads whose call is already answered
+
+
+@dataclass(frozen=True, slots=True)
+class Abandoned:
+    calls: int  # answered calls whose work still runs
+    total: int  # ever
+    tools: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HealthSnapshot:
+    status: str  # ok | degraded (memory high) | draining
+    ready: bool
+    uptime_s: float
+    admission: AdmissionSnapshot
+    in_flight: int  # calls running (the registry's count: essential calls skip admission but run)
+    rejected: dict[str, int]
+    completed: dict[str, int]
+    memory: MemorySnapshot
+    watchdog: WatchdogSnapshot
+    sync_threads: SyncThreads
+    abandoned: Abandoned
+    loop_tasks: int | None
+    pid: int
+
+    @property
+    def limit(self) -> int:
+        return self.admission.limit
+
+    @property
+    def queued(self) -> int:
+        return self.admission.queued
+
+    @property
+    def admitted(self) -> int:
+        return self.admission.admitted
+
+    def to_wire(self, exclude_caller: bool = False) -> dict[str, Any]:
+        """What `server_health` answers; `exclude_caller`: the asking call is in flight, count only the others."""
+        mem = self.memory
+        return {
+            "status": self.status,
+            "ready": self.ready,
+            "uptime_s": round(self.uptime_s, 3),
+            "limit": self.limit,
+            "in_flight": self.in_flight - (1 if exclude_caller else 0),
+            "queued": self.queued,
+            "admitted": self.admitted,
+            "rejected": dict(self.rejected),
+            "completed": dict(self.completed),
+            "memory": {
+                "limit_bytes": mem.limit,
+                "source": mem.source,
+                "container": mem.container,
+                "budget_bytes": mem.budget,
+                "rss_bytes": mem.rss,
+                "usage_bytes": mem.usage,
+                "reserved_bytes": mem.reserved,
+                "level": MemoryLevel(mem.level).label,
+            },
+            "loop_lag_ms": self.watchdog.loop_lag_ms,
+            "watchdog": self.watchdog.to_dict(),
+            "sync_threads": {
+                "workers": self.sync_threads.workers,
+                "running": self.sync_threads.running,
+                "abandoned": self.sync_threads.abandoned,
+            },
+            "abandoned": {
+                "calls": self.abandoned.calls,
+                "total": self.abandoned.total,
+                "tools": list(self.abandoned.tools),
+            },
+            "loop_tasks": self.loop_tasks,
+            "pid": self.pid,
+        }
+
+
+def sorted_names(names: Iterable[str]) -> tuple[str, ...]:
+    return tuple(sorted(set(names)))
