@@ -83,6 +83,13 @@ async def test_runtime_metrics_read_outcomes_from_the_task_registry() -> None:
     assert got[("bemcp_calls_completed_total", (("outcome", "error"),))] == 1
 
 
+def test_each_timed_method_has_a_zero_series_before_its_first_call() -> None:
+    """A scraper (and a test counting calls) finds tools/call, resources/read and prompts/get from the start."""
+    got = _values(Runtime().metrics.collectors)
+    for method in ("tools/call", "resources/read", "prompts/get"):
+        assert got[("bemcp_call_duration_seconds_count", (("method", method),))] == 0
+
+
 def test_recent_call_time_follows_the_last_second() -> None:
     rt = Runtime()
     m = rt.metrics

@@ -33,6 +33,9 @@ from bemcp.runtime.tasks import DeadlineExceeded, TaskManager
 
 Result = dict[str, Any]
 
+# The methods whose calls every transport runs through the pipeline (MCP's tools, resources and prompts).
+TIMED_METHODS = ("tools/call", "resources/read", "prompts/get")
+
 # How a call's outcome feeds the adaptive limit: timeouts are drops; cancels and partial calls say nothing.
 _SAMPLE: dict[str, Literal["success", "dropped", "ignore"]] = {
     "ok": "success",
@@ -105,7 +108,9 @@ class CallPipeline:
         self._log_tasks = tasklog.enabled
         self._latency = latency
         self._shed = shed
-        self._cells: dict[str, list[float]] = {}  # the latency series per method, held for inline counting
+        # The latency series per method, held for inline counting. The methods that always come through here
+        # are made up front, so that /metrics shows their zero series before the first call.
+        self._cells: dict[str, list[float]] = {m: latency.cells(m) for m in TIMED_METHODS}
         self.protect = protect
         # True while a new call may have to be shed (draining, or memory at high or above): the hot
         # path reads this one flag and only then asks why.
