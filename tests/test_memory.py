@@ -25,21 +25,17 @@ from typing import Any
 import pytest
 
 from bemcp.errors import ToolError
-from bemcp.runtime.memory import (
-    MemoryBudgetExceeded,
-    MemoryConfig,
-    MemoryLevel,
+from bemcp.runtime.cgroup import (
     MemoryLimit,
-    MemoryManager,
     MemoryPressure,
     PsiLine,
-    UsageSample,
     detect_memory_limit,
     parse_proc_cgroup,
     parse_psi,
     read_pressure,
     read_working_set,
 )
+from bemcp.runtime.memory import MemoryBudgetExceeded, MemoryConfig, MemoryLevel, MemoryManager, UsageSample
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -713,7 +709,7 @@ def test_real_child_cgroup_limit_is_detected() -> None:
         # The child waits for a line on stdin so it is moved before it looks at its cgroup.
         code = (
             "import sys; sys.stdin.readline()\n"
-            "from bemcp.runtime.memory import detect_memory_limit\n"
+            "from bemcp.runtime.cgroup import detect_memory_limit\n"
             "l = detect_memory_limit(); print(l.limit, l.source, l.container)\n"
         )
         env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))

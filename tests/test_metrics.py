@@ -15,8 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from bemcp.runtime.admission import RETRY_AFTER_MIN_MS, Admission
+from bemcp.runtime.instruments import Registry
 from bemcp.runtime.limits import FixedLimit
-from bemcp.runtime.metrics import Registry
 from bemcp.runtime.runtime import Runtime
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -76,8 +76,8 @@ def test_counter_and_gauge_render_with_escaped_labels() -> None:
 async def test_runtime_metrics_read_outcomes_from_the_task_registry() -> None:
     rt = Runtime()
     for outcome in ("ok", "ok", "error"):
-        rec = rt.tasks.begin("tools/call", "x", None)
-        rt.tasks.end(rec, outcome)
+        rec = rt.calls.begin("tools/call", "x", None)
+        rt.calls.end(rec, outcome)
     got = _values(rt.metrics.collectors)
     assert got[("bemcp_calls_completed_total", (("outcome", "ok"),))] == 2
     assert got[("bemcp_calls_completed_total", (("outcome", "error"),))] == 1

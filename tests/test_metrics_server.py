@@ -28,6 +28,7 @@ BEMCP_COUNTERS = {
     "bemcp_calls_shed",
     "bemcp_watchdog_events",
     "bemcp_calls_abandoned",
+    "bemcp_log_dropped",
     "bemcp_http_refused",
     "bemcp_sessions_refused",
 }

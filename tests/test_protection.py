@@ -33,8 +33,9 @@ import orjson
 import psutil
 import pytest
 
+from bemcp.runtime.registry import CallRegistry
 from bemcp.runtime.runtime import Runtime, RuntimeConfig
-from bemcp.runtime.tasks import FanoutLimitReached, TaskManager
+from bemcp.tools.workload import Fanout, FanoutLimitReached
 from tests.procs import MODERN_META, ROOT, HttpServer, StdioServer, _env, free_port, http_server, stop
 
 pytestmark = pytest.mark.timeout(60)
@@ -528,16 +529,17 @@ async def test_fanout_budget_bounds_the_tasks_created() -> None:
         created += 1
         return asyncio.Task(coro, loop=loop, **kwargs)
 
-    manager = TaskManager(max_fanout_nodes=500)
+    calls = CallRegistry()
+    fanout = Fanout(calls, max_nodes=500)
     loop.set_task_factory(count)
     try:
         with pytest.raises(FanoutLimitReached, match="budget of 500 sub-tasks"):
-            await manager.fanout(10, 10)
+            await fanout.run(10, 10)
     finally:
         loop.set_task_factory(None)
     assert created < 500  # the root runs in the caller's task
-    assert manager.subtasks == 0
-    assert await manager.fanout(3, 2) == 15
+    assert calls.subtasks == 0
+    assert await fanout.run(3, 2) == 15
 
 
 # -- 6. client disconnects -----------------------------------------------------------------

@@ -14,8 +14,11 @@ from typing import Any
 
 import orjson
 import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
-from bemcp.runtime.tasklog import DROP_EVENT, TaskLog
+from bemcp.runtime.runtime import Runtime
+from bemcp.runtime.tasklog import DROP_EVENT, TaskLog, TaskLogSnapshot
 
 
 class MemoryStream:
@@ -189,6 +192,7 @@ def test_full_queue_drops_and_counts_instead_of_blocking() -> None:
         tl.event("tick", i=i)
     assert time.monotonic() - t0 < 1.0
     assert tl.dropped == 90
+    assert tl.snapshot() == TaskLogSnapshot(enabled=True, running=False, dropped=90)
     tl.start()
     tl.stop()
     records = stream.records()
@@ -296,3 +300,18 @@ async def test_overloaded_slow_sink_drops_without_stalling_the_loop() -> None:
 def test_rejects_unbounded_queue_and_busy_polling(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         TaskLog(**kwargs)
+
+
+def test_the_runtime_reports_task_log_drops_in_metrics_and_server_health() -> None:
+    """Drops are counted once, by the log, and read from one health snapshot by both reports."""
+    rt = Runtime()
+    rt.tasklog = TaskLog(stream=MemoryStream(), queue_size=5)  # never started: the queue only fills
+    for i in range(12):
+        rt.tasklog.event("tick", i=i)
+    assert rt.health()["task_log"] == {"enabled": True, "dropped": 7}
+    samples = {
+        s.name: s.value
+        for family in text_string_to_metric_families(generate_latest(rt.metrics.collectors).decode())
+        for s in family.samples
+    }
+    assert samples["bemcp_log_dropped_total"] == 7

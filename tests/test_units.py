@@ -446,7 +446,7 @@ async def test_the_call_path_s_inlined_admission_and_timing_balance() -> None:
         assert (adm.in_flight, adm.queued, adm.lane, adm.peak_in_flight) == (0, 0, 2, 2)
         assert adm.admitted == 7
         assert rt.metrics.latency.count("tools/call") == 7
-        assert rt.tasks.in_flight == 0
+        assert rt.calls.in_flight == 0
     finally:
         rt.stop()
 

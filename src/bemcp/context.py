@@ -76,7 +76,7 @@ class Context:
         if level not in LOG_RANK:
             raise ValueError(f"unknown log level {level!r}")
         ex = self._exchange
-        if ex.modern:
+        if ex.stateless:
             if ex.log_level is None or LOG_RANK[level] < LOG_RANK[ex.log_level]:
                 return
         elif not ex.peer.wants_log(level):
@@ -150,8 +150,8 @@ class Context:
         2026-07-28 the retried call is answered -32602 naming the input response.
         """
         ex = self._exchange
-        if ex.modern:
-            return inputrequests.ask_modern(ex, requests)
+        if ex.stateless:
+            return inputrequests.ask_stateless(ex, requests)
         for req in requests.values():
             inputrequests.require_capability(ex, req["method"])
         if len(requests) == 1:

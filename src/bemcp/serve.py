@@ -193,7 +193,7 @@ class DrainingServer(uvicorn.Server):
 
     async def on_tick(self, counter: int) -> bool:
         if self._signals and self._drain is None:
-            log.warning("signal received: draining (in flight: %d)", self._runtime.tasks.in_flight)
+            log.warning("signal received: draining (in flight: %d)", self._runtime.calls.in_flight)
             self._drain = asyncio.get_running_loop().create_task(self._runtime.drain(), name="bemcp-drain")
         if self._drain is not None and self._drain.done() and not self.should_exit:
             self._transport.end_streams()
@@ -228,7 +228,7 @@ async def _serve_stdio(server: Server, cfg: ServeSettings) -> None:
     def start_drain() -> None:
         nonlocal drain
         if drain is None and not serving.done():
-            log.warning("signal received: draining (in flight: %d)", runtime.tasks.in_flight)
+            log.warning("signal received: draining (in flight: %d)", runtime.calls.in_flight)
             drain = loop.create_task(drain_then_stop(), name="bemcp-drain")
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -78,7 +78,7 @@ async def test_embedded_lifecycle(tmp_path: Path) -> None:
     assert isinstance(target, EmbeddedTarget) and target.kind == "embedded" and target.spec == "embedded"
     async with target:
         info = target.info
-        assert info is not None and info.revision == MODERN and info.modern
+        assert info is not None and info.revision == MODERN and info.stateless
         assert info.server_info["name"] == "bemcp" and "tools" in info.capabilities
         pid = target.pid
         assert pid is not None and "--max-concurrency" in psutil.Process(pid).cmdline()
@@ -197,7 +197,7 @@ async def test_legacy_only_server_falls_back_to_initialize(tmp_path: Path, silen
     try:
         info = await detect_revision(client, timeout=5, probe_timeout=0.5)
         assert info.revision == "2025-06-18"  # the server's counter-offer is what we speak
-        assert info.server_info["name"] == "legacy-only" and not info.modern
+        assert info.server_info["name"] == "legacy-only" and not info.stateless
         assert client.revision == "2025-06-18"
         assert (await client.session().call_tool("hello", {}, timeout=5)).outcome == "ok"
     finally:

@@ -117,7 +117,7 @@ class Exchange:
     meta: dict[str, Any] = field(default_factory=dict)
     can_request: bool = True  # False where a client reply could not come back
     log_level: str | None = None  # 2026-07-28: per-request opt-in
-    modern: bool = False
+    stateless: bool = False
     input_responses: dict[str, Any] | None = None  # 2026-07-28 multi round-trip answers
     protocol_version: str | None = None  # 2026-07-28: from this request's _meta
     client_capabilities: dict[str, Any] | None = None  # 2026-07-28: from this request's _meta
@@ -135,11 +135,11 @@ class Exchange:
 
     @property
     def version(self) -> str | None:
-        return self.protocol_version if self.modern else self.peer.protocol_version
+        return self.protocol_version if self.stateless else self.peer.protocol_version
 
     @property
     def capabilities(self) -> dict[str, Any]:
-        caps = self.client_capabilities if self.modern else self.peer.client_capabilities
+        caps = self.client_capabilities if self.stateless else self.peer.client_capabilities
         return caps if caps is not None else {}
 
     async def notify(self, method: str, params: dict[str, Any]) -> None:

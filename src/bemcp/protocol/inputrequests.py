@@ -34,7 +34,7 @@ _CAPABILITY = {"sampling/createMessage": "sampling", "elicitation/create": "elic
 
 
 class InputRequired(Suspended):
-    """Raised inside a modern call when it needs answers the client has not sent yet."""
+    """Raised inside a 2026-07-28 call when it needs answers the client has not sent yet."""
 
     def __init__(self, requests: dict[str, dict[str, Any]]) -> None:
         super().__init__(", ".join(requests))
@@ -82,7 +82,7 @@ def binding_of(method: str, params: dict[str, Any]) -> str:
     return f"{method}|{target}|{digest}"
 
 
-def enter_modern(ex: Exchange, params: dict[str, Any], signer: StateSigner) -> None:
+def enter_stateless(ex: Exchange, params: dict[str, Any], signer: StateSigner) -> None:
     """Validate the request's `_meta` envelope and mark the exchange as 2026-07-28."""
     meta = ex.meta
     missing = [k for k in (versions.META_PROTOCOL_VERSION, versions.META_CLIENT_CAPABILITIES) if k not in meta]
@@ -97,7 +97,7 @@ def enter_modern(ex: Exchange, params: dict[str, Any], signer: StateSigner) -> N
             "Unsupported protocol version",
             {"supported": list(versions.MODERN), "requested": version},
         )
-    ex.modern = True
+    ex.stateless = True
     ex.can_request = False
     ex.protocol_version = version
     caps = meta[versions.META_CLIENT_CAPABILITIES]
@@ -143,7 +143,7 @@ def check_answer(key: str, request: dict[str, Any], answer: Any) -> Any:
     return clean_answer(method, answer)
 
 
-def ask_modern(ex: Exchange, requests: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def ask_stateless(ex: Exchange, requests: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """All answers for `requests`, or stop the call to ask the client for the missing ones."""
     have = ex.input_responses or {}
     missing = {k: r for k, r in requests.items() if k not in have}

@@ -24,7 +24,7 @@ class Lifecycle:
             "logging/setLevel": self.set_level,
         }
 
-    def capabilities(self, modern: bool = False) -> dict[str, Any]:
+    def capabilities(self, stateless: bool = False) -> dict[str, Any]:
         """What this server offers. Every handler exists, so every feature is declared; change notifications
         are sent (see `Notifier`): unsolicited on the handshake era, on `subscriptions/listen` on 2026-07-28."""
         return {

@@ -46,7 +46,7 @@ class Resources:
         uri = _uri(params, "resources/read")
         found = self.app.find_resource(uri)
         if found is None:
-            if ex.modern:  # 2026-07-28 renumbered resource-not-found to -32602
+            if ex.stateless:  # 2026-07-28 renumbered resource-not-found to -32602
                 raise InvalidParams(f"Resource not found: {uri}", {"uri": uri})
             raise ResourceNotFound(uri)
         res, variables = found

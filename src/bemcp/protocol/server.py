@@ -43,7 +43,7 @@ Handler = Callable[[dict[str, Any], Exchange], Awaitable[dict[str, Any] | None]]
 
 # Methods a handshake-era client may send before `initialize` completes.
 _PRE_INIT = frozenset({"initialize", "ping"})
-# Removed in 2026-07-28: answered -32601 on modern requests.
+# Removed in 2026-07-28: answered -32601 on 2026-07-28 requests.
 _LEGACY_ONLY = frozenset({"initialize", "ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"})
 # 2026-07-28 results that carry caching hints.
 _CACHEABLE = frozenset(
@@ -83,8 +83,8 @@ class Server:
     def _context(self, ex: Exchange) -> Context:
         return Context(ex, self.runtime.memory, self.state)
 
-    def capabilities(self, modern: bool = False) -> dict[str, Any]:
-        return self.lifecycle.capabilities(modern)
+    def capabilities(self, stateless: bool = False) -> dict[str, Any]:
+        return self.lifecycle.capabilities(stateless)
 
     def server_info(self) -> dict[str, Any]:
         return self.lifecycle.server_info()
@@ -125,8 +125,8 @@ class Server:
                 if token is not None:
                     ex.progress_token = token
                 if versions.META_PROTOCOL_VERSION in meta or versions.META_CLIENT_CAPABILITIES in meta:
-                    inputrequests.enter_modern(ex, params, self._signer)
-            if ex.modern:
+                    inputrequests.enter_stateless(ex, params, self._signer)
+            if ex.stateless:
                 if method in _LEGACY_ONLY:
                     raise MethodNotFound(method)
             elif method == "server/discover":
@@ -160,7 +160,7 @@ class Server:
             return jsonrpc.error(req_id, codes.INTERNAL_ERROR, f"Internal error: {type(e).__name__}", data)
         if res is None:
             return None
-        if ex.modern:
+        if ex.stateless:
             res.setdefault("resultType", "complete")
             if method in _CACHEABLE:
                 res.setdefault("ttlMs", 0)

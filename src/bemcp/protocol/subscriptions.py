@@ -21,7 +21,7 @@ class Subscriptions:
     async def listen(self, params: dict[str, Any], ex: Exchange) -> Result:
         """Stream until the client cancels (closing the stream, or `notifications/cancelled` on stdio) or the
         server ends it (a drain: then it answers)."""
-        if not ex.modern:
+        if not ex.stateless:
             raise MethodNotFound("subscriptions/listen")
         wanted = params.get("notifications")
         if not isinstance(wanted, dict):

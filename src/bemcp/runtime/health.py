@@ -7,12 +7,14 @@ they cannot disagree.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from bemcp.runtime.admission import AdmissionSnapshot
 from bemcp.runtime.memory import MemoryLevel, MemorySnapshot
+from bemcp.runtime.registry import RegistrySnapshot
+from bemcp.runtime.tasklog import TaskLogSnapshot
 from bemcp.runtime.watchdog import WatchdogSnapshot
 
 
@@ -34,27 +36,23 @@ class SyncThreads:
 
 
 @dataclass(frozen=True, slots=True)
-class Abandoned:
-    calls: int  # answered calls whose work still runs
-    total: int  # ever
-    tools: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
 class HealthSnapshot:
     status: str  # ok | degraded (memory high) | draining
     ready: bool
     uptime_s: float
     admission: AdmissionSnapshot
-    in_flight: int  # calls running (the registry's count: essential calls skip admission but run)
+    calls: RegistrySnapshot
     rejected: dict[str, int]
-    completed: dict[str, int]
     memory: MemorySnapshot
     watchdog: WatchdogSnapshot
+    task_log: TaskLogSnapshot
     sync_threads: SyncThreads
-    abandoned: Abandoned
     loop_tasks: int | None
     pid: int
+
+    @property
+    def in_flight(self) -> int:
+        return self.calls.in_flight
 
     @property
     def limit(self) -> int:
@@ -80,7 +78,7 @@ class HealthSnapshot:
             "queued": self.queued,
             "admitted": self.admitted,
             "rejected": dict(self.rejected),
-            "completed": dict(self.completed),
+            "completed": dict(self.calls.completed),
             "memory": {
                 "limit_bytes": mem.limit,
                 "source": mem.source,
@@ -99,14 +97,11 @@ class HealthSnapshot:
                 "abandoned": self.sync_threads.abandoned,
             },
             "abandoned": {
-                "calls": self.abandoned.calls,
-                "total": self.abandoned.total,
-                "tools": list(self.abandoned.tools),
+                "calls": self.calls.abandoned.calls,
+                "total": self.calls.abandoned.total,
+                "tools": list(self.calls.abandoned.tools),
             },
+            "task_log": {"enabled": self.task_log.enabled, "dropped": self.task_log.dropped},
             "loop_tasks": self.loop_tasks,
             "pid": self.pid,
         }
-
-
-def sorted_names(names: Iterable[str]) -> tuple[str, ...]:
-    return tuple(sorted(set(names)))

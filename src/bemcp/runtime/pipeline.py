@@ -25,11 +25,11 @@ from typing import Any, Literal, Protocol
 from bemcp.errors import BemcpError
 from bemcp.runtime.admission import Admission
 from bemcp.runtime.cancel import CancelReason, CutOff
+from bemcp.runtime.instruments import Counter, Histogram
 from bemcp.runtime.memory import MemoryLevel, MemoryManager
-from bemcp.runtime.metrics import Counter, Histogram
 from bemcp.runtime.refusal import Refusal, RefusalReason
+from bemcp.runtime.registry import CallRegistry, DeadlineExceeded
 from bemcp.runtime.tasklog import TaskLog
-from bemcp.runtime.tasks import DeadlineExceeded, TaskManager
 
 Result = dict[str, Any]
 
@@ -93,7 +93,7 @@ class CallPipeline:
     def __init__(
         self,
         admission: Admission,
-        calls: TaskManager,
+        calls: CallRegistry,
         memory: MemoryManager,
         tasklog: TaskLog,
         latency: Histogram,

@@ -27,16 +27,16 @@ import psutil
 
 from bemcp.runtime.admission import Admission
 from bemcp.runtime.cancel import CancelReason
-from bemcp.runtime.health import Abandoned, HealthSnapshot, SyncThreads, rejections, sorted_names
+from bemcp.runtime.cgroup import MemoryLimit
+from bemcp.runtime.health import HealthSnapshot, SyncThreads, rejections
 from bemcp.runtime.limits import make_limit
-from bemcp.runtime.memory import MemoryConfig, MemoryLevel, MemoryLimit, MemoryManager
+from bemcp.runtime.memory import MemoryConfig, MemoryLevel, MemoryManager
+from bemcp.runtime.metrics import RuntimeMetrics
 from bemcp.runtime.pipeline import CallPipeline
 from bemcp.runtime.refusal import Refusal, RefusalReason
-from bemcp.runtime.sandbox import Sandbox
-from bemcp.runtime.stats import RuntimeMetrics
+from bemcp.runtime.registry import CallRegistry
 from bemcp.runtime.syncpool import SyncPool
 from bemcp.runtime.tasklog import TaskLog
-from bemcp.runtime.tasks import TaskManager
 from bemcp.runtime.watchdog import Watchdog, WatchdogConfig, WatchdogEvent
 
 T = TypeVar("T")
@@ -64,7 +64,6 @@ class RuntimeConfig:
     # call cancelled otherwise (client, drain) waits this long for its work before abandoning it.
     deadline_grace: float = 1.0
     drain_timeout: float = 10.0
-    max_fanout_nodes: int = 10_000
     # False turns off shedding, admission, the memory sampler, the watchdog, metrics and the task log:
     # only for measuring what they cost (benchmarks/bench_overhead.py), never for serving.
     protections: bool = True
@@ -73,7 +72,7 @@ class RuntimeConfig:
 class Runtime:
     def __init__(self, config: RuntimeConfig | None = None, *, exit_process: Callable[[int], None] = os._exit) -> None:
         self.config = cfg = config or RuntimeConfig()
-        self.tasks = TaskManager(cfg.max_fanout_nodes, cfg.deadline_grace)
+        self.calls = CallRegistry(cfg.deadline_grace)
         self.admission = Admission(
             make_limit(cfg.limit, cfg.max_concurrency, cfg.max_concurrency),
             queue_size=cfg.queue_size,
@@ -97,12 +96,12 @@ class Runtime:
             on_event=self._on_watchdog_event,
             on_emergency=self._emergency,
         )
-        self.sandbox = Sandbox()
-        self.metrics = RuntimeMetrics(self.health_snapshot, lambda: self.tasks.subtasks)
+        self._on_stop: list[Callable[[], None]] = []
+        self.metrics = RuntimeMetrics(self.health_snapshot)
         self.admission.call_time_ns = self.metrics.recent_call_ns
         self.pipeline = CallPipeline(
             self.admission,
-            self.tasks,
+            self.calls,
             self.memory,
             self.tasklog,
             self.metrics.latency,
@@ -156,9 +155,15 @@ class Runtime:
         self.left_behind = self.describe_left_behind(busy)
         if self.left_behind:
             log.warning("runtime stopped; left behind: %s", self.left_behind)
-        self.sandbox.close()
+        for close in reversed(self._on_stop):
+            close()
         self.tasklog.stop()
         self._loop = None
+
+    def on_stop(self, close: Callable[[], None]) -> None:
+        """Have `close` run when the runtime stops (after its threads end, so nothing still uses what it frees);
+        last registered, first run."""
+        self._on_stop.append(close)
 
     def describe_left_behind(self, busy: list[tuple[str, bool, float]] | None = None) -> str | None:
         """What is still running that no one will answer or wait for, in one line; None when nothing is.
@@ -168,12 +173,12 @@ class Runtime:
         if busy is None:
             pool = self._pool
             busy = pool.busy() if pool is not None else []
-        tasks = self.tasks
+        calls = self.calls
         parts = []
-        unanswered = [r.name for r in list(tasks.inflight.values())]
+        unanswered = [r.name for r in list(calls.inflight.values())]
         if unanswered:
             parts.append(f"{len(unanswered)} unanswered calls still running ({_names(unanswered)})")
-        abandoned = [r.name for r in list(tasks.abandoned.values())]
+        abandoned = [r.name for r in list(calls.abandoned.values())]
         if abandoned:
             parts.append(f"{len(abandoned)} abandoned calls still running after their answer ({_names(abandoned)})")
         if busy:
@@ -237,12 +242,12 @@ class Runtime:
 
     def _hold_current_call(self) -> Callable[[], None] | None:
         """The current call's work now includes a thread that outlives it: hold the call until the thread ends."""
-        tasks = self.tasks
-        rec = tasks.find(asyncio.current_task())
+        calls = self.calls
+        rec = calls.find(asyncio.current_task())
         if rec is None:  # work the runtime did not start (a task of the tool's own): counted, not held
             return None
-        tasks.hold(rec)
-        return functools.partial(tasks.release, rec)
+        calls.hold(rec)
+        return functools.partial(calls.release, rec)
 
     # -- drain and emergency ---------------------------------------------------
 
@@ -254,10 +259,10 @@ class Runtime:
         """
         timeout = self.config.drain_timeout if timeout is None else timeout
         self.start_draining()
-        tasks = self.tasks
-        busy = len(tasks.inflight) + len(tasks.abandoned)
+        calls = self.calls
+        busy = len(calls.inflight) + len(calls.abandoned)
         started = time.monotonic()
-        if await tasks.wait_idle(timeout, abandoned=True):
+        if await calls.wait_idle(timeout, abandoned=True):
             if busy:
                 log.warning("drain complete: %d calls ended in %.1fs", busy, time.monotonic() - started)
             else:
@@ -265,7 +270,7 @@ class Runtime:
             return True
         cut = self.cut_off()
         if cut:
-            await tasks.wait_idle(self.config.deadline_grace)
+            await calls.wait_idle(self.config.deadline_grace)
         left = self.describe_left_behind()
         log.warning(
             "drain timed out after %gs: %s; left behind: %s",
@@ -283,7 +288,7 @@ class Runtime:
     def cut_off(self, reason: CancelReason = CancelReason.DRAIN_TIMEOUT) -> int:
         """Cancel every call in flight with `reason` (each is answered); returns how many. On the loop thread."""
         cut = 0
-        for rec in list(self.tasks.inflight.values()):
+        for rec in list(self.calls.inflight.values()):
             if rec.cancel is not None and rec.cancel(reason):
                 cut += 1
         return cut
@@ -313,7 +318,7 @@ class Runtime:
         # Runs on the watchdog thread: list() copies the dict in one step under the GIL.
         return [
             (r.deadline, r.cancel, r.name)
-            for r in list(self.tasks.inflight.values())
+            for r in list(self.calls.inflight.values())
             if r.deadline is not None and r.cancel is not None
         ]
 
@@ -333,20 +338,20 @@ class Runtime:
                 loop.call_soon_threadsafe(self.start_draining)
         else:
             self.start_draining()
-        tasks = self.tasks
+        calls = self.calls
         deadline = time.monotonic() + self.config.drain_timeout
-        while (tasks.inflight or tasks.abandoned) and time.monotonic() < deadline:
+        while (calls.inflight or calls.abandoned) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if tasks.inflight and alive and not self.watchdog.snapshot().stalled:
+        if calls.inflight and alive and not self.watchdog.snapshot().stalled:
             assert loop is not None
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self.cut_off)
             deadline = time.monotonic() + self.config.deadline_grace
-            while tasks.inflight and time.monotonic() < deadline:
+            while calls.inflight and time.monotonic() < deadline:
                 time.sleep(0.05)
         left = self.describe_left_behind()
         log.critical("emergency exit (75); left behind: %s", left or "nothing")
-        self.tasklog.event("emergency_exit", level=logging.CRITICAL, reason=reason, in_flight=tasks.in_flight)
+        self.tasklog.event("emergency_exit", level=logging.CRITICAL, reason=reason, in_flight=calls.in_flight)
         self.tasklog.stop()
         self._exit(EX_TEMPFAIL)
 
@@ -354,24 +359,18 @@ class Runtime:
         """The runtime at one moment: what `server_health`, /metrics and /readyz report."""
         adm = self.admission.snapshot()
         mem = self.memory.snapshot()
-        calls = self.tasks
         status = "draining" if adm.draining else "degraded" if mem.level >= MemoryLevel.HIGH else "ok"
         return HealthSnapshot(
             status=status,
             ready=self.ready,
             uptime_s=self.uptime,
             admission=adm,
-            in_flight=calls.in_flight,
+            calls=self.calls.snapshot(),
             rejected=rejections(adm.rejected, self.metrics.shed_counts(), self.refused),
-            completed=dict(calls.completed),
             memory=mem,
             watchdog=self.watchdog.snapshot(),
+            task_log=self.tasklog.snapshot(),
             sync_threads=SyncThreads(self.config.sync_workers, self.sync_running, self.sync_abandoned),
-            abandoned=Abandoned(
-                len(calls.abandoned),
-                calls.abandoned_total,
-                sorted_names(r.name for r in list(calls.abandoned.values())),
-            ),
             loop_tasks=self._loop_tasks(),
             pid=os.getpid(),
         )

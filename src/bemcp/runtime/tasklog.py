@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -175,6 +176,13 @@ class _Listener(logging.handlers.QueueListener):
         self._q.put(None)
 
 
+@dataclass(frozen=True, slots=True)
+class TaskLogSnapshot:
+    enabled: bool
+    running: bool
+    dropped: int  # records dropped because the queue was full (or unusable)
+
+
 class TaskLog:
     """Non-blocking JSON-lines log for task lifecycles and runtime events.
 
@@ -226,6 +234,9 @@ class TaskLog:
     def dropped(self) -> int:
         """Records dropped so far because the queue was full (or unusable)."""
         return self._handler.dropped
+
+    def snapshot(self) -> TaskLogSnapshot:
+        return TaskLogSnapshot(self.enabled, self._listener is not None, self._handler.dropped)
 
     @property
     def handler(self) -> logging.Handler:

@@ -63,11 +63,11 @@ _RESULT_LISTS: Final = {"tools/call": "content", "tools/list": "tools", "resourc
 _DIGITS = re.compile(rb"\d+(?:\.\d+)?")
 
 
-def is_modern(revision: str) -> bool:
+def is_stateless(revision: str) -> bool:
     return revision in MODERN_REVISIONS
 
 
-def modern_meta(client_info: Mapping[str, Any] = CLIENT_INFO) -> dict[str, Any]:
+def stateless_meta(client_info: Mapping[str, Any] = CLIENT_INFO) -> dict[str, Any]:
     return {_META_VERSION: MODERN, _META_CAPS: {}, _META_INFO: dict(client_info)}
 
 
@@ -565,7 +565,7 @@ class HttpClient:
         self._ssl = self.endpoint.ssl_context()
         self._sessions: set[HttpSession] = set()
         self._heads: dict[tuple[str, str | None], bytes] = {}
-        self._meta = modern_meta(self.client_info)
+        self._meta = stateless_meta(self.client_info)
         self.revision = revision
         self.closed = False
 
@@ -576,7 +576,7 @@ class HttpClient:
     @revision.setter
     def revision(self, value: str) -> None:
         self._revision = value
-        self._modern = is_modern(value)
+        self._stateless = is_stateless(value)
         self._heads.clear()
 
     def next_id(self) -> int:
@@ -594,7 +594,7 @@ class HttpClient:
 
     def frame(self, method: str, req_id: Any, params: dict[str, Any] | None, *, name: str | None = None) -> bytes:
         """A complete POST carrying one JSON-RPC request (or notification, when `req_id` is None)."""
-        if self._modern:
+        if self._stateless:
             params = {**params, "_meta": self._meta} if params else {"_meta": self._meta}
             if name is None and params is not None:
                 key = _NAME_PARAM.get(method)
@@ -623,7 +623,7 @@ class HttpClient:
         ]
         if method != "initialize":  # the handshake-era header names the version the handshake agreed
             lines.append(f"MCP-Protocol-Version: {self._revision}")
-        if self._modern:
+        if self._stateless:
             if method:
                 lines.append(f"Mcp-Method: {_header_value(method)}")
             if name is not None:

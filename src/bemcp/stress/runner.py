@@ -493,7 +493,7 @@ def _limits(phases: dict[str, Any], samples: list[Any]) -> list[dict[str, Any]]:
 
 
 def _environment() -> dict[str, Any]:
-    from bemcp.runtime.memory import detect_memory_limit
+    from bemcp.runtime.cgroup import detect_memory_limit
 
     limit = None
     with contextlib.suppress(Exception):

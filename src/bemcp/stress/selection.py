@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import orjson
 
-from bemcp.stress.client import is_modern
+from bemcp.stress.client import is_stateless
 from bemcp.stress.discovery import Call, Discovery, Tool, is_builtin, method_call, skip_reason
 from bemcp.stress.mix import Mix, MixEntry
 from bemcp.stress.targets import TargetError
@@ -172,7 +172,7 @@ def plan_load(
         )
         return LoadPlan("ranked", Mix([_entry(discovery, top, 1.0)]), f"{top.name}, {why}")
     methods = (
-        ("tools/list", "server/discover") if revision is not None and is_modern(revision) else ("ping", "tools/list")
+        ("tools/list", "server/discover") if revision is not None and is_stateless(revision) else ("ping", "tools/list")
     )
     mix = Mix([MixEntry(m, 1.0, _constant(m), kind="method", arguments="none") for m in methods])
     reason, hint = _why_no_tool(discovery)

@@ -36,8 +36,8 @@ from bemcp.stress.client import (
     classify,
     error_label,
     failure,
-    is_modern,
-    modern_meta,
+    is_stateless,
+    stateless_meta,
 )
 from bemcp.stress.model import CallResult, Outcome
 
@@ -73,7 +73,7 @@ class StdioClient:
         self._stderr = stderr
         self._limit = max_message_bytes
         self.client_info = dict(client_info)
-        self._meta = modern_meta(self.client_info)
+        self._meta = stateless_meta(self.client_info)
         self.ids = RequestIds(id_base)
         self.tally = Tally()
         self._given_up: set[Any] = set()
@@ -97,7 +97,7 @@ class StdioClient:
     @revision.setter
     def revision(self, value: str) -> None:
         self._revision = value
-        self._modern = is_modern(value)
+        self._stateless = is_stateless(value)
 
     @property
     def pid(self) -> int | None:
@@ -131,8 +131,8 @@ class StdioClient:
     def next_id(self) -> int:
         return self.ids.next()
 
-    def frame(self, method: str, req_id: Any, params: dict[str, Any] | None, *, modern: bool | None = None) -> bytes:
-        if self._modern if modern is None else modern:
+    def frame(self, method: str, req_id: Any, params: dict[str, Any] | None, *, stateless: bool | None = None) -> bytes:
+        if self._stateless if stateless is None else stateless:
             params = {**params, "_meta": self._meta} if params else {"_meta": self._meta}
         msg: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
         if req_id is not None:
@@ -174,19 +174,19 @@ class StdioClient:
 
     async def discover(self, *, timeout: float) -> dict[str, Any]:
         req_id = self.next_id()
-        return await self.roundtrip(self.frame("server/discover", req_id, None, modern=True), req_id, timeout)
+        return await self.roundtrip(self.frame("server/discover", req_id, None, stateless=True), req_id, timeout)
 
     async def initialize(self, *, timeout: float, version: str = LEGACY) -> dict[str, Any]:
         """The handshake (`initialize`, `notifications/initialized`); the process then speaks the agreed version."""
         params = {"protocolVersion": version, "capabilities": {}, "clientInfo": self.client_info}
         req_id = self.next_id()
-        msg = await self.roundtrip(self.frame("initialize", req_id, params, modern=False), req_id, timeout)
+        msg = await self.roundtrip(self.frame("initialize", req_id, params, stateless=False), req_id, timeout)
         result = msg.get("result")
         if isinstance(result, dict):
             agreed = result.get("protocolVersion")
             self.revision = agreed if isinstance(agreed, str) else version
             deadline = asyncio.get_running_loop().time() + timeout
-            await self._write(self.frame("notifications/initialized", None, None, modern=False), deadline)
+            await self._write(self.frame("notifications/initialized", None, None, stateless=False), deadline)
         return msg
 
     # -- plumbing -----------------------------------------------------------------------------------

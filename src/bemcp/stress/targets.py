@@ -39,7 +39,7 @@ from bemcp.stress.client import (
     HttpSession,
     Tally,
     http_get,
-    is_modern,
+    is_stateless,
 )
 from bemcp.stress.model import Session
 from bemcp.stress.stdio_client import StdioClient
@@ -65,8 +65,8 @@ class TargetInfo:
     supported_versions: list[str] = field(default_factory=list)
 
     @property
-    def modern(self) -> bool:
-        return is_modern(self.revision)
+    def stateless(self) -> bool:
+        return is_stateless(self.revision)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -87,7 +87,7 @@ async def detect_revision(
 ) -> TargetInfo:
     """Settle the revision the client speaks, per the spec's dual-era rule.
 
-    "auto": a `server/discover` result (or a recognised modern error naming 2026-07-28) means 2026-07-28;
+    "auto": a `server/discover` result (or a recognised 2026-07-28 error naming 2026-07-28) means 2026-07-28;
     anything else (another error, a non-JSON answer, no answer within `probe_timeout`) falls back to
     `initialize`, and the server's chosen version is used. A fixed revision skips the probe. Raises TargetError
     when neither works.
@@ -102,7 +102,7 @@ async def detect_revision(
             if e.detail == "eof":  # the stdio server is gone: initialize cannot do better
                 raise TargetError(f"the target closed the connection: {e}") from None
             msg, probe_error = None, str(e)
-        info = _modern_info(msg)
+        info = _stateless_info(msg)
         if info is not None:
             client.revision = MODERN
             return info
@@ -126,7 +126,7 @@ async def detect_revision(
     )
 
 
-def _modern_info(msg: dict[str, Any] | None) -> TargetInfo | None:
+def _stateless_info(msg: dict[str, Any] | None) -> TargetInfo | None:
     if msg is None:
         return None
     result = msg.get("result")
@@ -134,7 +134,7 @@ def _modern_info(msg: dict[str, Any] | None) -> TargetInfo | None:
         versions = result.get("supportedVersions")
         supported = [v for v in versions if isinstance(v, str)] if isinstance(versions, list) else [MODERN]
         if supported and MODERN not in supported:
-            return None  # a modern server that does not speak the revision we do
+            return None  # a 2026-07-28 server that does not speak the revision we do
         meta = _dict(result.get("_meta"))
         server_info = _dict(meta.get(META_SERVER_INFO)) or _dict(result.get("serverInfo"))
         instructions = result.get("instructions")
@@ -148,7 +148,7 @@ def _modern_info(msg: dict[str, Any] | None) -> TargetInfo | None:
     error = _dict(msg.get("error"))
     data = _dict(error.get("data"))
     if error.get("code") == _UNSUPPORTED_VERSION and MODERN in (data.get("supported") or []):
-        # The server speaks 2026-07-28 but did not like something else about the probe: still modern.
+        # The server speaks 2026-07-28 but did not like something else about the probe: still 2026-07-28.
         return TargetInfo(revision=MODERN, supported_versions=list(data["supported"]))
     return None
 

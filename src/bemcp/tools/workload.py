@@ -7,21 +7,105 @@ import hashlib
 import os
 import re
 import shutil
+import tempfile
 import time
 import uuid
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
 from bemcp.app import App
 from bemcp.content import Text, ToolResult
-from bemcp.errors import ToolError
+from bemcp.errors import BemcpError, ToolError
+from bemcp.runtime.registry import CallRegistry
 from bemcp.runtime.runtime import Runtime
-from bemcp.runtime.tasks import FanoutLimitReached
 
 MiB = 1024 * 1024
 _PAGE = 4096
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_FANOUT_NODES = 10_000
+
+
+class Sandbox:
+    """A per-process scratch folder for `io_write`, created on first use and removed by `close()`."""
+
+    def __init__(self) -> None:
+        self._root: Path | None = None
+
+    @property
+    def root(self) -> Path:
+        if self._root is None:
+            self._root = Path(tempfile.mkdtemp(prefix=f"bemcp-io-{os.getpid()}-")).resolve()
+        return self._root
+
+    def path(self, *parts: str) -> Path:
+        """A path inside the sandbox; anything that would resolve outside it is refused."""
+        path = self.root.joinpath(*parts).resolve()
+        if not path.is_relative_to(self.root):
+            raise ToolError("path escapes the sandbox")
+        return path
+
+    def close(self) -> None:
+        root, self._root = self._root, None
+        if root is not None:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+class FanoutLimitReached(BemcpError):
+    """A fan-out asked for more sub-tasks than its budget allows; the whole tree was cancelled."""
+
+
+class Fanout:
+    """Trees of sub-tasks for `recursive_fanout`, each bounded by `max_nodes`; live ones count in the registry's
+    `subtasks` (the `bemcp_subtasks` gauge)."""
+
+    def __init__(self, calls: CallRegistry, max_nodes: int = MAX_FANOUT_NODES) -> None:
+        self._calls = calls
+        self.max_nodes = max_nodes
+
+    async def run(self, depth: int, breadth: int) -> int:
+        """Run a tree (`breadth` children per node, `depth` levels); returns the node count.
+
+        Raises `FanoutLimitReached` (after cancelling the tree) past `max_nodes`.
+        """
+        calls, max_nodes = self._calls, self.max_nodes
+        created = 0
+
+        def count_node() -> None:
+            # Counted before the task is created, so the budget bounds the tasks that exist at all
+            # (not just the ones that got to run: every started node creates `breadth` children).
+            nonlocal created
+            if created >= max_nodes:
+                raise FanoutLimitReached(f"fan-out stopped at its budget of {max_nodes} sub-tasks")
+            created += 1
+
+        async def node(level: int) -> None:
+            calls.subtasks += 1
+            try:
+                if level == 0:
+                    await asyncio.sleep(0)
+                    return
+                # A TaskGroup owns the children: an error or a cancel anywhere ends the whole tree.
+                async with asyncio.TaskGroup() as group:
+                    for _ in range(breadth):
+                        count_node()
+                        group.create_task(node(level - 1))
+            finally:
+                calls.subtasks -= 1
+
+        count_node()  # the root
+        try:
+            await node(depth)
+        except* FanoutLimitReached as eg:
+            raise _first_leaf(eg) from None
+        return created
+
+
+def _first_leaf(group: BaseExceptionGroup[FanoutLimitReached]) -> FanoutLimitReached:
+    """The first `FanoutLimitReached` in a group nested one level per tree level."""
+    first = group.exceptions[0]
+    return first if isinstance(first, FanoutLimitReached) else _first_leaf(first)
 
 
 class IoResult(BaseModel):
@@ -61,6 +145,7 @@ def _allocate(nbytes: int) -> bytearray:
 
 def add_workload_tools(app: App, runtime: Runtime) -> None:
     """Register the workload tools of the stress tester."""
+    fanout = Fanout(runtime.calls)
 
     @app.tool(read_only=True, idempotent=True, open_world=False)
     async def echo(text: str) -> str:
@@ -97,7 +182,8 @@ def add_workload_tools(app: App, runtime: Runtime) -> None:
                 del buf
         return AllocationResult(megabytes=megabytes, held_seconds=hold_seconds)
 
-    sandbox = runtime.sandbox
+    sandbox = Sandbox()
+    runtime.on_stop(sandbox.close)
 
     @app.tool(read_only=False, destructive=False, idempotent=True, open_world=False)
     def io_write(
@@ -143,9 +229,9 @@ def add_workload_tools(app: App, runtime: Runtime) -> None:
     async def recursive_fanout(
         depth: Annotated[int, Field(ge=0, le=20)], breadth: Annotated[int, Field(ge=1, le=100)]
     ) -> FanoutResult:
-        """Spawn a tree of sub-tasks (breadth**depth leaves), bounded by the task manager's fan-out budget."""
+        """Spawn a tree of sub-tasks (breadth**depth leaves), bounded by a fan-out budget of 10,000 nodes."""
         try:
-            nodes = await runtime.tasks.fanout(depth, breadth)
+            nodes = await fanout.run(depth, breadth)
         except FanoutLimitReached as e:
             raise ToolError(str(e)) from None
         return FanoutResult(nodes=nodes, depth=depth, breadth=breadth)

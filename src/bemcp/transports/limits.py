@@ -30,7 +30,7 @@ from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from bemcp.protocol import codes, jsonrpc
-from bemcp.runtime.metrics import Registry
+from bemcp.runtime.instruments import Registry
 
 # The base's reader, called directly: `super()` builds an object on every call, and this runs for every read.
 _feed = HttpToolsProtocol.data_received

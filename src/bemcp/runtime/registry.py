@@ -1,4 +1,4 @@
-"""The task registry: every tools/call, resources/read and prompts/get is a tracked task.
+"""The call registry: every tools/call, resources/read and prompts/get in flight is a tracked call.
 
 A call ends when it is answered. Work that outlives its answer (a task that ignored its cancellation, a sync
 thread that cannot be interrupted) is *abandoned*: the call's record moves from `inflight` to `abandoned` and
@@ -24,8 +24,23 @@ T = TypeVar("T")
 log = logging.getLogger("bemcp.runtime")
 
 
+@dataclass(frozen=True, slots=True)
+class Abandoned:
+    calls: int  # answered calls whose work still runs
+    total: int  # ever
+    tools: tuple[str, ...]  # their names, each once, sorted
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrySnapshot:
+    in_flight: int  # calls running (essential calls skip admission but are counted here)
+    completed: dict[str, int]  # calls ended, by outcome
+    abandoned: Abandoned
+    subtasks: int
+
+
 @dataclass(slots=True)
-class TaskRecord:
+class CallRecord:
     id: int
     method: str
     name: str
@@ -63,18 +78,17 @@ class _Deadline:
             self.waiter.set_result(None)
 
 
-class TaskManager:
+class CallRegistry:
     """Registry of in-flight calls, of abandoned ones, and of their outcomes."""
 
-    def __init__(self, max_fanout_nodes: int = 10_000, grace: float = 1.0) -> None:
+    def __init__(self, grace: float = 1.0) -> None:
         self._ids = itertools.count(1)
-        self.inflight: dict[int, TaskRecord] = {}
-        self.abandoned: dict[int, TaskRecord] = {}  # answered calls whose work still runs
+        self.inflight: dict[int, CallRecord] = {}
+        self.abandoned: dict[int, CallRecord] = {}  # answered calls whose work still runs
         self.abandoned_total = 0  # calls ever abandoned
         self.completed: Counter[str] = Counter()
-        self.max_fanout_nodes = max_fanout_nodes
         self.grace = grace  # how long cancelled work may take to end before it is abandoned
-        self.subtasks = 0  # live sub-tasks spawned by fan-outs
+        self.subtasks = 0  # live sub-tasks that calls spawned (counted by whoever spawns them)
         self._idle_waiters: list[tuple[asyncio.Future[None], bool]] = []  # (waiter, also for abandoned work)
 
     def begin(
@@ -84,14 +98,14 @@ class TaskManager:
         timeout: float | None,
         cancel: Callable[[CancelReason], bool] | None = None,
         task: asyncio.Task[Any] | None = None,
-    ) -> TaskRecord:
+    ) -> CallRecord:
         now = time.monotonic()
         deadline = None if timeout is None else now + timeout
-        rec = TaskRecord(next(self._ids), method, name, now, deadline, task or asyncio.current_task(), cancel=cancel)
+        rec = CallRecord(next(self._ids), method, name, now, deadline, task or asyncio.current_task(), cancel=cancel)
         self.inflight[rec.id] = rec
         return rec
 
-    def end(self, rec: TaskRecord, outcome: str) -> None:
+    def end(self, rec: CallRecord, outcome: str) -> None:
         """The call is answered (or will never be): out of `inflight`, into `abandoned` while work holds it."""
         rec.state = outcome
         self.inflight.pop(rec.id, None)
@@ -109,13 +123,13 @@ class TaskManager:
 
     # -- abandoned work ----------------------------------------------------------
 
-    def hold(self, rec: TaskRecord) -> None:
+    def hold(self, rec: CallRecord) -> None:
         """A piece of `rec`'s work ignored its cancellation; `release(rec)` once it ends."""
         if not rec.holds:
             self.abandoned_total += 1
         rec.holds += 1
 
-    def release(self, rec: TaskRecord) -> None:
+    def release(self, rec: CallRecord) -> None:
         rec.holds -= 1
         if rec.holds or self.abandoned.pop(rec.id, None) is None:
             return  # more work still runs, or the call is not answered yet (`end` then finds no hold)
@@ -127,7 +141,7 @@ class TaskManager:
         if self._idle_waiters:
             self._wake_idle()
 
-    def find(self, task: asyncio.Task[Any] | None) -> TaskRecord | None:
+    def find(self, task: asyncio.Task[Any] | None) -> CallRecord | None:
         """The call whose work `task` runs (a scan: only asked when work is abandoned)."""
         if task is None:
             return None
@@ -136,15 +150,15 @@ class TaskManager:
                 return rec
         return None
 
-    def abandon_task(self, rec: TaskRecord, work: asyncio.Task[Any]) -> None:
+    def abandon_task(self, rec: CallRecord, work: asyncio.Task[Any]) -> None:
         self.hold(rec)
         work.add_done_callback(functools.partial(self._abandoned_task_done, rec))
 
-    def _abandoned_task_done(self, rec: TaskRecord, task: asyncio.Task[Any]) -> None:
+    def _abandoned_task_done(self, rec: CallRecord, task: asyncio.Task[Any]) -> None:
         _consume(task)
         self.release(rec)
 
-    async def run_with_deadline(self, rec: TaskRecord, timeout: float, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    async def run_with_deadline(self, rec: CallRecord, timeout: float, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """Run `work` in a task of its own and await its result for at most `timeout` seconds.
 
         At the deadline the work is cancelled and the call waits for it to end; then raises
@@ -213,12 +227,14 @@ class TaskManager:
     def in_flight(self) -> int:
         return len(self.inflight)
 
-    async def fanout(self, depth: int, breadth: int) -> int:
-        """Run a tree of sub-tasks (`breadth` children per node, `depth` levels); returns the node count.
-
-        Raises `FanoutLimitReached` (after cancelling the tree) past `max_fanout_nodes`.
-        """
-        return await _fanout(self, depth, breadth, self.max_fanout_nodes)
+    def snapshot(self) -> RegistrySnapshot:
+        abandoned = list(self.abandoned.values())  # copied first: a sync thread's end may remove one
+        return RegistrySnapshot(
+            in_flight=len(self.inflight),
+            completed=dict(self.completed),
+            abandoned=Abandoned(len(abandoned), self.abandoned_total, tuple(sorted({r.name for r in abandoned}))),
+            subtasks=self.subtasks,
+        )
 
 
 def _consume(task: asyncio.Task[Any]) -> None:
@@ -226,46 +242,3 @@ def _consume(task: asyncio.Task[Any]) -> None:
     that no one retrieved)."""
     if not task.cancelled():
         task.exception()
-
-
-class FanoutLimitReached(BemcpError):
-    """A fan-out asked for more sub-tasks than the budget allows; the whole tree was cancelled."""
-
-
-async def _fanout(manager: TaskManager, depth: int, breadth: int, max_nodes: int) -> int:
-    created = 0
-
-    def count_node() -> None:
-        # Counted before the task is created, so the budget bounds the tasks that exist at all
-        # (not just the ones that got to run: every started node creates `breadth` children).
-        nonlocal created
-        if created >= max_nodes:
-            raise FanoutLimitReached(f"fan-out stopped at its budget of {max_nodes} sub-tasks")
-        created += 1
-
-    async def node(level: int) -> None:
-        manager.subtasks += 1
-        try:
-            if level == 0:
-                await asyncio.sleep(0)
-                return
-            # A TaskGroup owns the children: an error or a cancel anywhere ends the whole tree.
-            async with asyncio.TaskGroup() as group:
-                for _ in range(breadth):
-                    count_node()
-                    group.create_task(node(level - 1))
-        finally:
-            manager.subtasks -= 1
-
-    count_node()  # the root
-    try:
-        await node(depth)
-    except* FanoutLimitReached as eg:
-        raise _first_leaf(eg) from None
-    return created
-
-
-def _first_leaf(group: BaseExceptionGroup[FanoutLimitReached]) -> FanoutLimitReached:
-    """The first `FanoutLimitReached` in a group nested one level per tree level."""
-    first = group.exceptions[0]
-    return first if isinstance(first, FanoutLimitReached) else _first_leaf(first)
