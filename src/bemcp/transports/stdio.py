@@ -175,7 +175,9 @@ class StdioTransport:
         self._tasks.discard(task)
         # Also here, not only in `_serve_request`: a task cancelled before its first step
         # (a cancel read in the same chunk as its request) never runs its body or `finally`.
-        inflight.leave(ex)
+        # Any other task has run its `finally` already.
+        if task.cancelled():
+            inflight.leave(ex)
 
     async def _serve_request(self, msg: Message, ex: Exchange) -> None:
         try:

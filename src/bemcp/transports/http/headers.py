@@ -31,27 +31,30 @@ class McpHeaders:
     @classmethod
     def parse(cls, raw: list[tuple[bytes, bytes]]) -> McpHeaders:
         """One pass over the ASGI header list; a repeated header keeps its last value."""
-        h = cls()
+        # Locals, then one constructor call: attribute stores on the object cost more per header (hot path).
+        host = origin = accept = ctype = None
+        pv = sid = method = name = None
+        length = -1
         for k, v in raw:
             if k == b"host":
-                h.host = v
+                host = v
             elif k == b"accept":
-                h.accept = v
+                accept = v
             elif k == b"content-type":
-                h.content_type = v
+                ctype = v
             elif k == b"content-length":
-                h.content_length = int(v) if v.isdigit() else -1
+                length = int(v) if v.isdigit() else -1
             elif k == b"origin":
-                h.origin = v
+                origin = v
             elif k == b"mcp-protocol-version":
-                h.protocol_version = v.decode("latin-1")
+                pv = v.decode("latin-1")
             elif k == b"mcp-session-id":
-                h.session_id = v.decode("latin-1")
+                sid = v.decode("latin-1")
             elif k == b"mcp-method":
-                h.method = v.decode("latin-1").strip()
+                method = v.decode("latin-1").strip()
             elif k == b"mcp-name":
-                h.name = v.decode("latin-1").strip()
-        return h
+                name = v.decode("latin-1").strip()
+        return cls(host, origin, accept, ctype, length, pv, sid, method, name)
 
     @property
     def sse_ok(self) -> bool:

@@ -10,7 +10,6 @@ exception boundary; here its answer only becomes a status line.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 from bemcp.protocol import codes, jsonrpc, versions
@@ -22,7 +21,7 @@ from bemcp.runtime.cancel import CancelReason
 from bemcp.transports import inflight
 from bemcp.transports.http.headers import McpHeaders
 from bemcp.transports.http.options import HttpOptions
-from bemcp.transports.http.policies import Policy, first_rejection, post_checks
+from bemcp.transports.http.policies import BodySize, Checks, post_checks
 from bemcp.transports.http.wire import (
     Gone,
     Headers,
@@ -65,25 +64,26 @@ def answer_status(response: Message | None, stateless: bool, reply: Reply) -> in
 
 
 class Post:
-    """Serves POST /mcp; `loop()` returns the serving loop (cached: `get_running_loop()` costs a syscall)."""
+    """Serves POST /mcp; `loop` is the serving loop while started (cached: `get_running_loop()` costs a
+    syscall)."""
 
     def __init__(
         self,
         server: Server,
         sessions: SessionStore,
         options: HttpOptions,
-        loop: Callable[[], asyncio.AbstractEventLoop | None],
     ) -> None:
         self.server = server
         self.sessions = sessions
         self._limit = options.max_body_bytes
-        self._checks: tuple[Policy, ...] = post_checks(options)
-        self._loop = loop
+        self._checks: Checks = post_checks()
+        self._body_size = BodySize(options.max_body_bytes)
+        self.loop: asyncio.AbstractEventLoop | None = None
         # 2026-07-28 requests carry their own version and capabilities; they share one session-less peer.
         self.stateless_peer = Peer()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, h: McpHeaders) -> None:
-        rejection = first_rejection(self._checks, h)
+        rejection = self._checks(h) or self._body_size(h)
         if rejection is not None:
             await rpc_error(send, rejection.status, codes.INVALID_REQUEST, rejection.message)
             return
@@ -189,7 +189,8 @@ class Post:
             await self.server.handle_message(msg, session.peer)
             await plain(send, 202, b"")
             return
-        await self._serve(send, msg, session.peer, headers, h.sse_ok, stateless=False, receive=receive)
+        # sse_ok: `accepts_both` let only a POST that accepts an SSE stream this far.
+        await self._serve(send, msg, session.peer, headers, True, stateless=False, receive=receive)
 
     async def _serve(
         self,
@@ -211,7 +212,7 @@ class Post:
                 # As on stdio: one id, one request at a time, or its answers and cancels could not be told apart.
                 await send_json(send, 400, refused)
                 return
-        loop = self._loop() or asyncio.get_running_loop()
+        loop = self.loop or asyncio.get_running_loop()
         ex.task = asyncio.current_task(loop)
         watcher: list[asyncio.Task[None]] = []
         timer = loop.call_later(_DISCONNECT_WATCH_AFTER, _watch, watcher, receive, ex) if receive else None
@@ -226,7 +227,9 @@ class Post:
                 inflight.leave(ex)
         if ex.cancel_reason is CancelReason.DISCONNECT:
             return  # nobody is listening
-        await reply.finish(response, answer_status(response, stateless, reply))
+        # A result (the common case) is 200 without asking.
+        status = 200 if response is None or "error" not in response else answer_status(response, stateless, reply)
+        await reply.finish(response, status)
 
 
 def _watch(holder: list[asyncio.Task[None]], receive: Receive | None, ex: Exchange) -> None:

@@ -15,7 +15,7 @@ from bemcp.protocol.server import Server
 from bemcp.transports.http.headers import McpHeaders
 from bemcp.transports.http.ops import Healthz, Metrics, Readyz
 from bemcp.transports.http.options import HttpOptions
-from bemcp.transports.http.policies import Policy, first_rejection, guards
+from bemcp.transports.http.policies import Checks, guards
 from bemcp.transports.http.post import Post
 from bemcp.transports.http.stream import serve_stream
 from bemcp.transports.http.wire import App, Receive, Scope, Send, plain, rpc_error
@@ -46,8 +46,8 @@ class HttpTransport:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ever_started = False
         self.lifecycle = Lifecycle(server)
-        self._guards: tuple[Policy, ...] = guards(opts)
-        self._post = Post(server, self.sessions, opts, lambda: self._loop)
+        self._guards: Checks | None = guards(opts)
+        self._post = Post(server, self.sessions, opts)
         self._ops: dict[str, App] = {
             "/healthz": Healthz(),
             "/readyz": Readyz(self._not_ready),
@@ -80,14 +80,14 @@ class HttpTransport:
     async def start(self) -> None:
         """Start the runtime and the app's lifespan (on this loop), then the session sweeper."""
         await self.lifecycle.start()
-        self._loop = asyncio.get_running_loop()
+        self._loop = self._post.loop = asyncio.get_running_loop()
         self.sessions.start()
         self._ever_started = True
 
     async def stop(self) -> None:
         await self.sessions.stop()
         await self.lifecycle.stop()
-        self._loop = None
+        self._loop = self._post.loop = None
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
@@ -153,8 +153,8 @@ class HttpTransport:
 
     async def _mcp(self, scope: Scope, receive: Receive, send: Send) -> None:
         h = McpHeaders.parse(scope["headers"])
-        if self._guards:
-            rejection = first_rejection(self._guards, h)
+        if self._guards is not None:
+            rejection = self._guards(h)
             if rejection is not None:
                 await rpc_error(send, rejection.status, codes.INVALID_REQUEST, rejection.message)
                 return
