@@ -4,6 +4,7 @@ and report.html rendered in headless Chromium."""
 from __future__ import annotations
 
 import copy
+import json
 import shutil
 import struct
 import subprocess
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from bemcp.stress.histogram import Histogram
+from bemcp.stress.model import OUTCOMES
 from bemcp.stress.progress import Progress
 from bemcp.stress.report import (
     ReportFileError,
@@ -32,13 +34,20 @@ from bemcp.stress.report import (
     write_all,
 )
 from bemcp.stress.report.checks import check_throughput_order
+from bemcp.stress.report.models import Report as ReportModel
+from bemcp.stress.report.models_phases import Outcomes
 from bemcp.stress.report.narrative import headline, key_numbers, load_rows, measured, recommendations, step_flags
+from bemcp.stress.report.schema import ERROR_KINDS, json_schema, render_json_schema
 from bemcp.stress.report.svg import linear_ticks, log_ticks
 
 from .report_fixture import fresh, make_report
 
 Report = dict[str, Any]
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "report-schema.md"
+JSON_SCHEMA = DOCS.with_name("report.schema.json")
+# report.json files written by the previous release (`bemcp stress --profile quick --phases tsunami,rate` against
+# tests/apps/demo.py served over stdio and over HTTP): what it wrote must still validate and render.
+V1_REPORTS = sorted((Path(__file__).parent / "fixtures" / "reports").glob("v1-*.json"))
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +130,20 @@ def test_summary_follows_its_definitions(base: Report) -> None:
         (lambda r: r["summary"].update(error_rate=float("nan")), "summary.error_rate: nan is not a finite number"),
         (lambda r: r["consistency"].update(passed=False), "verdict.status: PASS although the consistency checks"),
         (lambda r: r.update(schema_version=2), "schema_version: 2 is not supported"),
+        (lambda r: r["summary"].update(total_calls=True), "summary.total_calls: expected integer, got boolean"),
+        (lambda r: r["summary"].update(total_calls=3.0), "summary.total_calls: expected integer, got number"),
+        (lambda r: r["summary"].update(error_rate=1.5), "summary.error_rate: 1.5 is above the maximum 1"),
+        (lambda r: r["summary"].update(peak_throughput=float("inf")), "peak_throughput: inf is not a finite"),
+        (lambda r: r["phases"]["rate"]["steps"][0].update(sender_behind=None), "expected boolean, got null"),
+        (
+            lambda r: r["verdict"]["criteria"][0].update(measured=[1]),
+            "verdict.criteria[0].measured: expected number or string or boolean, got array",
+        ),
+        (
+            lambda r: r["target_samples"][0].update(memory_level=1.5),
+            "target_samples[0].memory_level: expected integer or string, got number",
+        ),
+        (lambda r: r["run"]["phases"].append("warmup"), "run.phases[5]: 'warmup' is not one of"),
     ],
 )
 def test_validate_names_the_problem(base: Report, mutate: Callable[[Report], Any], expected: str) -> None:
@@ -145,6 +168,55 @@ def test_the_schema_doc_is_current() -> None:
     doc = DOCS.read_text(encoding="utf-8")
     assert render_field_table() in doc, "regenerate the table: python -m bemcp.stress.report.schema"
     assert "report schema, version 1" in doc
+
+
+def test_the_published_json_schema_is_current() -> None:
+    published = JSON_SCHEMA.read_text(encoding="utf-8")
+    assert published == render_json_schema(), "regenerate: python -m bemcp.stress.report.schema --json-schema"
+    assert json.loads(published) == json_schema()
+
+
+def test_the_models_name_every_outcome() -> None:
+    assert tuple(Outcomes.model_fields) == OUTCOMES
+    assert tuple(o for o in OUTCOMES if o != "ok") == ERROR_KINDS
+
+
+def test_the_published_json_schema_is_a_json_schema_that_judges_reports_like_the_models(base: Report) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads(JSON_SCHEMA.read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    for report in [base, *(read_json(p) for p in V1_REPORTS)]:
+        assert list(validator.iter_errors(report)) == []
+    doctored = [
+        lambda r: r["target"].update(kind="websocket"),
+        lambda r: r["run"].update(seed=True),
+        lambda r: r["phases"]["soak"]["steps"][0].update(concurrency=None),
+        lambda r: r["consistency"].update(passed=False),
+        lambda r: r["timeseries"][0]["errors"].update(oops=1),
+        lambda r: r.update(schema_version=2),
+    ]
+    for i, mutate in enumerate(doctored):
+        r = copy.deepcopy(base)
+        mutate(r)
+        assert validate(r) != [], i
+        assert list(validator.iter_errors(r)) != [], i
+
+
+@pytest.mark.parametrize("path", V1_REPORTS, ids=lambda p: p.stem)
+def test_reports_of_the_previous_release_still_validate_and_render(path: Path) -> None:
+    report = read_json(path)
+    assert validate(report) == []
+    typed = ReportModel.model_validate(report)
+    assert typed.target.kind == report["target"]["kind"] and typed.run.phases == ["tsunami", "rate"]
+    assert run_checks(report)["passed"], [c for c in run_checks(report)["checks"] if not c["passed"]]
+    status = report["verdict"]["status"]
+    assert f"**Verdict: {status}" in render_markdown(report)
+    assert f'class="badge {status}"' in render_html(report)
+
+
+def test_there_are_reports_of_the_previous_release() -> None:
+    assert [p.name for p in V1_REPORTS] == ["v1-http-demo.json", "v1-stdio-demo.json"]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -27,8 +27,8 @@ from bemcp.stress.model import ERROR_OUTCOMES
 from bemcp.stress.report import fmt
 from bemcp.stress.report.checks import run_checks
 from bemcp.stress.report.jsonio import ReportFileError, read_json
+from bemcp.stress.report.models import ReportData
 
-Report = Mapping[str, Any]
 Kind = Literal["rate", "latency", "level", "error_rate", "mb"]
 
 # A latency change smaller than this is timer noise on a fast server, whatever its relative size.
@@ -94,12 +94,12 @@ def _row(
     return Row(metric, old, new, kind, higher, gated, change, worse, better)
 
 
-def _phase(report: Report, name: str) -> Mapping[str, Any] | None:
+def _phase(report: ReportData, name: str) -> Mapping[str, Any] | None:
     phase = (report.get("phases") or {}).get(name)
     return phase if isinstance(phase, dict) else None
 
 
-def _result(report: Report, phase: str, key: str) -> Any:
+def _result(report: ReportData, phase: str, key: str) -> Any:
     p = _phase(report, phase)
     return (p.get("results") or {}).get(key) if p else None
 
@@ -115,7 +115,7 @@ def _good(step: Mapping[str, Any], thresholds: Mapping[str, Any]) -> bool:
     return float(step["latency_ms"]["p99"]) <= float(thresholds["slo_p99_ms"]) and rate <= thresholds["error_budget"]
 
 
-def compare(old: Report, new: Report, threshold: float) -> tuple[list[Row], bool]:
+def compare(old: ReportData, new: ReportData, threshold: float) -> tuple[list[Row], bool]:
     """The comparison table and whether any gated metric regressed by more than `threshold` (a fraction)."""
     budget = float(old["thresholds"]["error_budget"])
     rows: list[Row] = []
@@ -256,7 +256,7 @@ def format_table(rows: Sequence[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _describe(report: Report) -> str:
+def _describe(report: ReportData) -> str:
     run, target = report["run"], report["target"]
     return f"run {run['id']} ({target['spec']}, profile {run['profile']}, {run['started_at']})"
 
@@ -329,7 +329,7 @@ def compare_main(argv: Sequence[str], out: TextIO | None = None, err: TextIO | N
     return 1 if regressed else 0
 
 
-def _failed_checks(report: Report) -> list[str]:
+def _failed_checks(report: ReportData) -> list[str]:
     """The consistency checks the report fails, as it says itself and as they come out run again on it."""
     stored = report.get("consistency") or {}
     failed = [str(c.get("name")) for c in stored.get("checks") or [] if not c.get("passed")]

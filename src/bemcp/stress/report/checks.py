@@ -17,11 +17,11 @@ from hdrh.histogram import HdrHistogram  # type: ignore[import-untyped]
 from bemcp.stress.model import ERROR_OUTCOMES, OUTCOMES
 
 from . import fmt
+from .models import ReportData
 from .schema import ERROR_KINDS, validate
 from .summary import bucket_rate, iter_steps, step_error_rate
 
 CheckResult = dict[str, Any]
-Report = Mapping[str, Any]
 
 # Rates are stored as floats computed from integer counts: a relative 1e-6 absorbs float rounding only.
 FLOAT_REL = 1e-6
@@ -91,7 +91,7 @@ def _where(phase: str, i: int, step: Mapping[str, Any]) -> str:
     return f"{phase} step {i + 1} (level {_f(_num(step.get('level')))})"
 
 
-def check_throughput_order(report: Report) -> CheckResult:
+def check_throughput_order(report: ReportData) -> CheckResult:
     """peak ≥ sustained ≥ average, with the bucket-alignment allowance for peak vs sustained."""
     name = "peak ≥ sustained ≥ average throughput"
     s = report["summary"]
@@ -115,7 +115,7 @@ def check_throughput_order(report: Report) -> CheckResult:
     return v.result(name, f"peak {_f(peak)} {relation} sustained {_f(sustained)} ≥ average {_f(average)} ok calls/s")
 
 
-def check_counts(report: Report) -> CheckResult:
+def check_counts(report: ReportData) -> CheckResult:
     """Outcomes sum to calls in every step and kind; the summary totals are the sums of the steps."""
     name = "outcome counts add up"
     v = _Violations()
@@ -166,7 +166,7 @@ def check_counts(report: Report) -> CheckResult:
     return v.result(name, f"{steps} steps, {calls:,} calls: every outcome count sums exactly")
 
 
-def check_summary_backed(report: Report) -> CheckResult:
+def check_summary_backed(report: ReportData) -> CheckResult:
     """The headline numbers are exactly what the steps and the time series show (no number from elsewhere)."""
     name = "summary backed by the data"
     v = _Violations()
@@ -189,7 +189,7 @@ def check_summary_backed(report: Report) -> CheckResult:
     return v.result(name, "peak, sustained and average throughput and peak RSS equal what the steps and samples show")
 
 
-def check_series_totals(report: Report) -> CheckResult:
+def check_series_totals(report: ReportData) -> CheckResult:
     """The time series counts the steps' calls (plus, at most, a few calls outside any step)."""
     name = "time series matches the steps"
     v = _Violations()
@@ -215,7 +215,7 @@ def check_series_totals(report: Report) -> CheckResult:
     return v.result(name, f"offered, ok and every error kind match the steps{outside}")
 
 
-def check_step_rates(report: Report) -> CheckResult:
+def check_step_rates(report: ReportData) -> CheckResult:
     """throughput = ok / duration and achieved_rate = calls / duration in every step."""
     name = "step rates match counts"
     v = _Violations()
@@ -233,7 +233,7 @@ def check_step_rates(report: Report) -> CheckResult:
     return v.result(name, f"throughput and achieved rate equal the counts over the duration (±{RATE_REL:.0%})")
 
 
-def check_little(report: Report) -> CheckResult:
+def check_little(report: ReportData) -> CheckResult:
     """Closed steps: concurrency ≈ achieved_rate * mean latency (Little's law)."""
     name = "Little's law (closed steps)"
     v = _Violations()
@@ -273,7 +273,7 @@ def _monotone(lat: Mapping[str, Any], where: str, v: _Violations) -> None:
         v.add(f"{where}: mean {_f(_num(lat['mean']))} ms > max {_f(_num(lat['max']))} ms")
 
 
-def check_percentiles(report: Report) -> CheckResult:
+def check_percentiles(report: ReportData) -> CheckResult:
     """p50 ≤ p90 ≤ p99 ≤ p99.9 ≤ max (and mean ≤ max) everywhere percentiles appear."""
     name = "percentiles monotone"
     v = _Violations()
@@ -295,7 +295,7 @@ def check_percentiles(report: Report) -> CheckResult:
     return v.result(name, f"{sets} percentile sets are ordered (±{PERCENTILE_REL:.1%} HdrHistogram rounding)")
 
 
-def check_series_shape(report: Report) -> CheckResult:
+def check_series_shape(report: ReportData) -> CheckResult:
     """Buckets and samples move forward in time, one interval apart at least, with no negative value."""
     name = "time series ordered and non-negative"
     v = _Violations()
@@ -330,7 +330,7 @@ def _seconds_between(a: str, b: str) -> float | None:
         return None
 
 
-def check_durations(report: Report) -> CheckResult:
+def check_durations(report: ReportData) -> CheckResult:
     """The run's duration matches its clock times; phases fit in the run and steps in their phase."""
     name = "durations add up"
     v = _Violations()
@@ -356,7 +356,7 @@ def check_durations(report: Report) -> CheckResult:
     return v.result(name, f"phases fit in the run's {_f(total)} s and steps in their phases (±{DURATION_ABS_S:g} s)")
 
 
-def check_limits(report: Report) -> CheckResult:
+def check_limits(report: ReportData) -> CheckResult:
     """Each phase result that names a level is the level of a step that shows it."""
     name = "limits backed by steps"
     v = _Violations()
@@ -407,7 +407,7 @@ def check_limits(report: Report) -> CheckResult:
     return v.result(name, f"{checked} phase results name the level of a step that shows them")
 
 
-def check_load(report: Report) -> CheckResult:
+def check_load(report: ReportData) -> CheckResult:
     """`load` counts what the steps' kinds count: tool calls by tool, protocol-method calls by method."""
     name = "load shares match the steps"
     load = report.get("load")
@@ -446,7 +446,7 @@ def check_load(report: Report) -> CheckResult:
     )
 
 
-def check_hdr(report: Report) -> CheckResult:
+def check_hdr(report: ReportData) -> CheckResult:
     """Every HDR-encoded histogram decodes, with the hdrh library, to the calls and percentiles shown beside it."""
     name = "HDR histograms match the percentiles"
     v = _Violations()
@@ -477,7 +477,7 @@ def check_hdr(report: Report) -> CheckResult:
     return v.result(name, f"{decoded} encoded histograms decode to their calls and percentiles")
 
 
-CHECKS: tuple[Callable[[Report], CheckResult], ...] = (
+CHECKS: tuple[Callable[[ReportData], CheckResult], ...] = (
     check_throughput_order,
     check_counts,
     check_summary_backed,
@@ -493,7 +493,7 @@ CHECKS: tuple[Callable[[Report], CheckResult], ...] = (
 )
 
 
-def run_checks(report: Report) -> dict[str, Any]:
+def run_checks(report: ReportData) -> dict[str, Any]:
     """The `consistency` section: {passed, checks[{name, passed, detail}]}.
 
     The report must already have its summary. A report that does not match the schema gets only the schema check

@@ -16,6 +16,7 @@ from typing import Any
 from bemcp.stress.model import OUTCOMES
 
 from . import fmt
+from .models import ReportData
 from .narrative import (
     PHASE_TITLES,
     TESTER_FLAGS,
@@ -29,8 +30,6 @@ from .narrative import (
 from .schema import validate
 from .summary import bucket_rate, phase_items, step_errors
 from .svg import Axis, Band, Rule, Series, Stack, line_chart, stacked_bars
-
-Report = Mapping[str, Any]
 
 BLUE, SKY, GREEN, ORANGE, RED, PURPLE, GREY = (
     "#2563eb",
@@ -141,20 +140,20 @@ def _panel(title: str, body: str, caption: str = "") -> str:
     return f'<div class="panel"><h3>{_e(title)}</h3>{body}{cap}</div>'
 
 
-def _bands(report: Report) -> list[Band]:
+def _bands(report: ReportData) -> list[Band]:
     return [
         Band(float(p["offset_s"]), float(p["offset_s"]) + float(p["duration_s"]), name)
         for name, p in phase_items(report)
     ]
 
 
-def _time_axis(report: Report) -> Axis:
+def _time_axis(report: ReportData) -> Axis:
     return Axis(
         "seconds since the start", lambda v: f"{v:g} s", lo=0.0, hi=max(float(report["run"]["duration_s"]), 1.0)
     )
 
 
-def _throughput_over_time(report: Report) -> str:
+def _throughput_over_time(report: ReportData) -> str:
     ts = report["timeseries"]
     if not ts:
         return _panel("Throughput over time", "<p>No time series was recorded.</p>")
@@ -190,7 +189,7 @@ def _throughput_over_time(report: Report) -> str:
     )
 
 
-def _latency_over_time(report: Report) -> str:
+def _latency_over_time(report: ReportData) -> str:
     ts = report["timeseries"]
     slo = float(report["thresholds"]["slo_p99_ms"])
     if not ts:
@@ -217,7 +216,7 @@ def _latency_over_time(report: Report) -> str:
     )
 
 
-def _memory_over_time(report: Report) -> str:
+def _memory_over_time(report: ReportData) -> str:
     samples = [s for s in report["target_samples"] if s.get("rss_bytes") is not None]
     budget = report["target"].get("memory_budget_bytes")
     if not samples:
@@ -245,7 +244,7 @@ def _level_ticks(levels: Sequence[float]) -> list[float]:
     return sorted(set(levels))
 
 
-def _against_load(report: Report) -> str:
+def _against_load(report: ReportData) -> str:
     phases = dict(phase_items(report))
     slo = float(report["thresholds"]["slo_p99_ms"])
     panels: list[str] = []
@@ -346,7 +345,7 @@ def _against_load(report: Report) -> str:
     return "<h2>Against load</h2>" + f'<div class="grid2">{"".join(panels)}</div>'
 
 
-def _error_breakdown(report: Report) -> str:
+def _error_breakdown(report: ReportData) -> str:
     phases = list(phase_items(report))
     kinds = [o for o in OUTCOMES if o != "ok"]
     totals = {name: sum(s["calls"] for s in p["steps"]) for name, p in phases}
@@ -375,7 +374,7 @@ def _error_breakdown(report: Report) -> str:
     )
 
 
-def _verdict_table(report: Report) -> str:
+def _verdict_table(report: ReportData) -> str:
     criteria = report["verdict"]["criteria"]
     rows = [
         [
@@ -391,7 +390,7 @@ def _verdict_table(report: Report) -> str:
     return _table(["Criterion", "Threshold", "Measured", "Result", "Where it comes from"], rows, bad_rows=bad)
 
 
-def _load(report: Report) -> str:
+def _load(report: ReportData) -> str:
     rows = load_rows(report)
     if not rows:
         return ""
@@ -407,7 +406,7 @@ def _load(report: Report) -> str:
     )
 
 
-def _limits_table(report: Report) -> str:
+def _limits_table(report: ReportData) -> str:
     if not report["limits"]:
         return "<p>No limit was found within the tested range.</p>"
     rows = [
@@ -454,7 +453,7 @@ def _phase_result_line(name: str, r: Mapping[str, Any]) -> str:
     return ""
 
 
-def _phases(report: Report) -> str:
+def _phases(report: ReportData) -> str:
     th = report["thresholds"]
     out = []
     for name, phase in phase_items(report):
@@ -514,7 +513,7 @@ def _phases(report: Report) -> str:
     return "".join(out)
 
 
-def _protection(report: Report) -> str:
+def _protection(report: ReportData) -> str:
     p = report["protection_events"]
     source = {
         "metrics": "the target's own counters (/metrics)",
@@ -543,7 +542,7 @@ def _protection(report: Report) -> str:
     )
 
 
-def _findings(report: Report) -> str:
+def _findings(report: ReportData) -> str:
     items = "".join(
         f'<li><span class="sev {_e(f["severity"])}">{_e(f["severity"])}</span> '
         f"<b>{_e(f['phase'])}</b>: {_code(f['message'])}</li>"
@@ -557,13 +556,13 @@ def _findings(report: Report) -> str:
     )
 
 
-def _consistency(report: Report) -> str:
+def _consistency(report: ReportData) -> str:
     rows = [[_e(c["name"]), _pill(c["passed"]), _e(c["detail"])] for c in report["consistency"]["checks"]]
     bad = [i for i, c in enumerate(report["consistency"]["checks"]) if not c["passed"]]
     return _table(["check", "result", "detail"], rows, bad_rows=bad)
 
 
-def _environment(report: Report) -> str:
+def _environment(report: ReportData) -> str:
     env, target, run, th = report["environment"], report["target"], report["run"], report["thresholds"]
     info = target.get("server_info")
     skipped = "; ".join(f"{k} ({v})" for k, v in (target.get("skipped_tools") or {}).items()) or "none"
@@ -611,7 +610,7 @@ def render_invalid(problems: Sequence[str]) -> str:
     )
 
 
-def render_html(report: Report) -> str:
+def render_html(report: ReportData) -> str:
     """The whole report.html; `report` must be finalized (summary, consistency, verdict). An off-schema report
     gets a short page listing its schema problems instead."""
     problems = validate(report)

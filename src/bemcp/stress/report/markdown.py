@@ -8,11 +8,10 @@ from html import escape
 from typing import Any
 
 from . import fmt
+from .models import ReportData
 from .narrative import PHASE_TITLES, key_numbers, load_rows, load_sentence, measured, recommendations, step_flags
 from .schema import validate
 from .summary import phase_items, step_errors
-
-Report = Mapping[str, Any]
 
 
 def _text(text: Any) -> str:
@@ -35,7 +34,7 @@ def _result(passed: bool | None) -> str:
     return "✅ pass" if passed else "not measured" if passed is None else "❌ FAIL"
 
 
-def _header(report: Report) -> str:
+def _header(report: ReportData) -> str:
     run, target, tool = report["run"], report["target"], report["tool"]
     info = target.get("server_info") or {}
     server = " ".join(str(info.get(k)) for k in ("name", "version") if isinstance(info, dict) and info.get(k))
@@ -50,7 +49,7 @@ def _header(report: Report) -> str:
     )
 
 
-def _summary(report: Report) -> str:
+def _summary(report: ReportData) -> str:
     s, verdict, consistency = report["summary"], report["verdict"], report["consistency"]
     failed = [c["name"] for c in verdict["criteria"] if c["passed"] is False]
     out = ["## Summary\n"]
@@ -98,7 +97,7 @@ def _summary(report: Report) -> str:
     return "\n".join(out) + "\n---\n"
 
 
-def _method(report: Report) -> str:
+def _method(report: ReportData) -> str:
     run, target, th = report["run"], report["target"], report["thresholds"]
     skipped = target.get("skipped_tools") or {}
     lines = [
@@ -210,7 +209,7 @@ def _phase_results(name: str, results: Mapping[str, Any]) -> list[str]:
     return []
 
 
-def _phases(report: Report) -> str:
+def _phases(report: ReportData) -> str:
     out = ["## Results by phase\n"]
     th = report["thresholds"]
     for n, (name, phase) in enumerate(phase_items(report), 1):
@@ -264,7 +263,7 @@ def _phases(report: Report) -> str:
     return "\n".join(out) + "\n---\n"
 
 
-def _limits(report: Report) -> str:
+def _limits(report: ReportData) -> str:
     rows = [
         [lim["name"], fmt.value(lim["value"], lim["unit"]), lim["confidence"], lim["phase"], lim["how"]]
         for lim in report["limits"]
@@ -277,7 +276,7 @@ def _limits(report: Report) -> str:
     return "## Discovered limits\n\n" + body + "\n---\n"
 
 
-def _protection(report: Report) -> str:
+def _protection(report: ReportData) -> str:
     p = report["protection_events"]
     out = ["## Protection events\n"]
     source = {
@@ -299,7 +298,7 @@ def _protection(report: Report) -> str:
     return "\n".join(out) + "\n---\n"
 
 
-def _risks(report: Report) -> str:
+def _risks(report: ReportData) -> str:
     out = ["## Risks and recommendations\n", "### Findings\n"]
     findings = report["findings"]
     if findings:
@@ -315,14 +314,14 @@ def _risks(report: Report) -> str:
     return "\n".join(out) + "\n\n---\n"
 
 
-def _consistency(report: Report) -> str:
+def _consistency(report: ReportData) -> str:
     c = report["consistency"]
     head = "All consistency checks passed." if c["passed"] else "**Some consistency checks failed: see below.**"
     rows = [[ch["name"], "✅ pass" if ch["passed"] else "❌ FAIL", ch["detail"]] for ch in c["checks"]]
     return "## Consistency checks\n\n" + head + "\n\n" + _table(["Check", "Result", "Detail"], rows) + "\n---\n"
 
 
-def _artifacts(report: Report) -> str:
+def _artifacts(report: ReportData) -> str:
     return (
         "## Artifacts\n\n"
         f"- `report.json`: everything above, machine-readable (schema version {report['schema_version']}, "
@@ -346,7 +345,7 @@ def render_invalid(problems: Sequence[str]) -> str:
     )
 
 
-def render_markdown(report: Report) -> str:
+def render_markdown(report: ReportData) -> str:
     """The whole report.md; `report` must be finalized (summary, consistency, verdict). An off-schema report
     gets a short page listing its schema problems instead."""
     problems = validate(report)

@@ -10,9 +10,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import fmt
+from .models import ReportData
 from .summary import phase_items, step_error_rate
-
-Report = Mapping[str, Any]
 
 PHASE_TITLES: dict[str, str] = {
     "tsunami": "closed-model concurrency ramp",
@@ -23,7 +22,7 @@ PHASE_TITLES: dict[str, str] = {
 }
 
 
-def _result(report: Report, phase: str, key: str) -> Any:
+def _result(report: ReportData, phase: str, key: str) -> Any:
     return ((report.get("phases") or {}).get(phase) or {}).get("results", {}).get(key)
 
 
@@ -53,7 +52,7 @@ def _failed_because(step: Mapping[str, Any], th: Mapping[str, Any]) -> list[str]
     return why
 
 
-def headline(report: Report) -> list[list[str]]:
+def headline(report: ReportData) -> list[list[str]]:
     """The first key numbers: the highest rate the target kept up with (offered and achieved), then the first
     offered rate that failed; without a rate phase, the highest closed-model load within the thresholds."""
     phases = report.get("phases") or {}
@@ -83,7 +82,7 @@ def headline(report: Report) -> list[list[str]]:
     return []
 
 
-def key_numbers(report: Report) -> list[list[str]]:
+def key_numbers(report: ReportData) -> list[list[str]]:
     """[label, value] rows for the summary's key-number table (and the HTML cards), led by `headline`."""
     s = report["summary"]
     total = s["total_calls"]
@@ -118,7 +117,7 @@ def key_numbers(report: Report) -> list[list[str]]:
     return rows
 
 
-def load_rows(report: Report) -> list[list[str]]:
+def load_rows(report: ReportData) -> list[list[str]]:
     """[name, kind, weight, planned share, calls, share of calls] per entry of the load's mix, then every other
     tool the run called (chaos, avalanche); empty for reports without a `load` section."""
     load = report.get("load")
@@ -161,7 +160,7 @@ def no_tool_sentence(note: str, hint: str | None) -> str:
     )
 
 
-def load_sentence(report: Report) -> str | None:
+def load_sentence(report: ReportData) -> str | None:
     """One sentence on what carried the load (None without a `load` section)."""
     load = report.get("load")
     if not load:
@@ -199,7 +198,7 @@ def step_flags(step: Mapping[str, Any], thresholds: Mapping[str, Any], phase: st
 TESTER_FLAGS = frozenset({"client-bound", "sender behind"})
 
 
-def recommendations(report: Report) -> list[str]:
+def recommendations(report: ReportData) -> list[str]:
     """What a reader should do with this report, from the measured numbers only."""
     out: list[str] = []
     th = report["thresholds"]

@@ -18,9 +18,9 @@ from typing import Any
 
 from . import fmt
 from .checks import SCHEMA_CHECK, run_checks
+from .models import ReportData
 from .summary import phase_items, step_error_rate, step_errors
 
-Report = Mapping[str, Any]
 Criterion = dict[str, Any]
 
 # Python returns large buffers to the OS when they are freed; what stays is allocator slack. 64 MiB or 20% of the
@@ -50,7 +50,7 @@ def _criterion(
     }
 
 
-def operating_steps(report: Report) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
+def operating_steps(report: ReportData) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
     """(phase, step) for the steps the SLO and the error budget are judged on, and a description of each phase's
     share."""
     chosen: list[tuple[str, dict[str, Any]]] = []
@@ -82,7 +82,7 @@ def operating_steps(report: Report) -> tuple[list[tuple[str, dict[str, Any]]], l
     return chosen, where
 
 
-def _slo_and_budget(report: Report) -> list[Criterion]:
+def _slo_and_budget(report: ReportData) -> list[Criterion]:
     th = report["thresholds"]
     slo, budget = th["slo_p99_ms"], th["error_budget"]
     pairs, where = operating_steps(report)
@@ -127,7 +127,7 @@ def _name(phase_step: tuple[str, Mapping[str, Any]]) -> str:
     return f"{phase} at {fmt.number(step['level'])} {unit}"
 
 
-def _no_crash(report: Report) -> Criterion:
+def _no_crash(report: ReportData) -> Criterion:
     target = report["target"]
     deaths = target.get("deaths") or []
     alive = bool(target.get("alive_at_end"))
@@ -149,7 +149,7 @@ def _no_crash(report: Report) -> Criterion:
     )
 
 
-def _memory_budget(report: Report) -> Criterion:
+def _memory_budget(report: ReportData) -> Criterion:
     budget = report["target"].get("memory_budget_bytes")
     peak = report["summary"].get("peak_target_rss_bytes")
     threshold = f"≤ {fmt.bytes_(budget)}" if budget is not None else "≤ the target's memory budget"
@@ -243,7 +243,7 @@ def _soak(phase: Mapping[str, Any]) -> Criterion:
     return _criterion("no memory leak in soak", "leak verdict is not `leak`", verdict, passed, detail)
 
 
-def build_verdict(report: Report) -> dict[str, Any]:
+def build_verdict(report: ReportData) -> dict[str, Any]:
     """The `verdict` section: {status: PASS|FAIL, criteria[{name, threshold, measured, passed, detail}]}.
 
     Uses report["consistency"] when present, else runs the checks; needs report["summary"].
