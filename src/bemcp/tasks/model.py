@@ -1,0 +1,52 @@
+"""A task as the stores keep it: its status machine, its owner and its retention."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class TaskStatus(StrEnum):
+    WORKING = "working"
+    INPUT_REQUIRED = "input_required"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+
+
+def new_task_id() -> str:
+    """128 random bits, URL-safe: a task id is a capability, so it must not be guessable."""
+    return secrets.token_urlsafe(16)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    task_id: str
+    owner: str  # who may see it (a session, a client, later an authenticated subject); others get "unknown"
+    worker: str  # the process that runs it: a restart fails (or resumes) its own working tasks
+    method: str
+    name: str
+    status: TaskStatus
+    created_at: float  # seconds since the epoch: stores are shared between processes and hosts
+    updated_at: float
+    ttl_ms: int  # kept this long after creation, then swept
+    poll_interval_ms: int
+    status_message: str | None = None
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+    @property
+    def expires_at(self) -> float:
+        return self.created_at + self.ttl_ms / 1000
+
+    def expired(self, now: float) -> bool:
+        return now >= self.expires_at

@@ -1,0 +1,348 @@
+"""The default task store: one SQLite file, in WAL mode, written by one thread that commits in groups.
+
+Every write goes to the writer thread, which takes whatever is queued (up to `batch_max` operations) and runs it
+as one transaction: under load, a thousand task creations cost one commit and one fsync, not a thousand. Each
+operation runs in a savepoint of its own, so one that fails (a duplicate id) fails alone. Writers in other
+processes on the same file are serialised by SQLite's own lock (`BEGIN IMMEDIATE`, with a busy timeout), and
+terminal transitions are conditional updates, so a cancel racing a completion has one winner across processes.
+
+Reads run on the caller's thread, on a connection of their own: in WAL mode a read never waits for a writer,
+and a lookup by primary key in a file the page cache holds takes microseconds, less than a thread hop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bemcp.tasks.model import TERMINAL, TaskRecord, TaskStatus
+from bemcp.tasks.store import TaskNotFound
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_id TEXT NOT NULL UNIQUE,
+    owner TEXT NOT NULL,
+    worker TEXT NOT NULL,
+    method TEXT NOT NULL,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    ttl_ms INTEGER NOT NULL,
+    poll_interval_ms INTEGER NOT NULL,
+    expires_at REAL NOT NULL,
+    status_message TEXT,
+    result BLOB,
+    error BLOB
+);
+CREATE INDEX IF NOT EXISTS tasks_owner ON tasks (owner, seq);
+CREATE INDEX IF NOT EXISTS tasks_expiry ON tasks (expires_at);
+CREATE INDEX IF NOT EXISTS tasks_worker ON tasks (worker, status);
+"""
+_COLUMNS = (
+    "task_id, owner, worker, method, name, status, created_at, updated_at, ttl_ms, poll_interval_ms, "
+    "status_message, result, error"
+)
+_NOT_TERMINAL = "status NOT IN ('completed', 'failed', 'cancelled')"
+_STOP = object()
+
+
+def _json(value: dict[str, Any] | None) -> bytes | None:
+    return None if value is None else orjson.dumps(value)
+
+
+def _record(row: tuple[Any, ...]) -> TaskRecord:
+    result, error = row[11], row[12]
+    return TaskRecord(
+        task_id=row[0],
+        owner=row[1],
+        worker=row[2],
+        method=row[3],
+        name=row[4],
+        status=TaskStatus(row[5]),
+        created_at=row[6],
+        updated_at=row[7],
+        ttl_ms=row[8],
+        poll_interval_ms=row[9],
+        status_message=row[10],
+        result=None if result is None else orjson.loads(result),
+        error=None if error is None else orjson.loads(error),
+    )
+
+
+Work = Callable[[sqlite3.Connection], Any]
+
+
+@dataclass(slots=True)
+class _Op:
+    work: Work
+    future: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
+
+
+def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
+    if future.done():  # the caller gave up (cancelled); the write stands all the same
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(value)
+
+
+class SqliteTaskStore:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        batch_max: int = 1024,
+        busy_timeout_s: float = 10.0,
+    ) -> None:
+        self.path = Path(path)
+        self._clock = clock
+        self._batch_max = batch_max
+        self._busy_timeout_s = busy_timeout_s
+        self._queue: queue.SimpleQueue[_Op | object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._reader: sqlite3.Connection | None = None
+        self.commits = 0  # transactions the writer committed (operations / commits = the group size)
+        self.operations = 0
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the file (creating it and its folder), start the writer thread; idempotent."""
+        if self._thread is not None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._thread = threading.Thread(
+            target=self._write_loop, args=(asyncio.get_running_loop(), ready), name="bemcp-task-store", daemon=True
+        )
+        self._thread.start()
+        try:
+            await ready  # the schema exists before the first read
+        except BaseException:
+            self._thread.join()
+            self._thread = None
+            raise
+        self._reader = self._connect()
+
+    async def close(self) -> None:
+        """Commit what is queued, stop the writer thread and close both connections; idempotent."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(_STOP)
+            await asyncio.to_thread(thread.join)
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        # Autocommit mode: the writer opens its own transactions; a reader reads the last committed state.
+        conn = sqlite3.connect(self.path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=False)
+        return conn
+
+    # -- the writer thread ----------------------------------------------------------------------------------
+
+    def _write_loop(self, loop: asyncio.AbstractEventLoop, ready: asyncio.Future[None]) -> None:
+        try:
+            conn = self._connect()
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")  # each group's commit is durable; groups keep it cheap
+            conn.executescript(_SCHEMA)
+        except BaseException as e:  # an unwritable state dir: start() raises it
+            loop.call_soon_threadsafe(_settle, ready, None, e)
+            return
+        loop.call_soon_threadsafe(_settle, ready, None, None)
+        try:
+            while True:
+                first = self._queue.get()
+                if first is _STOP:
+                    return
+                batch = [first]
+                stop = False
+                while len(batch) < self._batch_max:
+                    try:
+                        op = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if op is _STOP:
+                        stop = True
+                        break
+                    batch.append(op)
+                self._run_group(conn, batch)  # type: ignore[arg-type]
+                if stop:
+                    return
+        finally:
+            conn.close()
+
+    def _run_group(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
+        outcomes: list[tuple[Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for op in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    outcomes.append((op.work(conn), None))
+                    conn.execute("RELEASE op")
+                except Exception as e:
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    outcomes.append((None, e))
+            conn.execute("COMMIT")
+        except Exception as e:  # the transaction itself failed (disk full, lock timeout): every op fails with it
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            outcomes = [(None, e)] * len(batch)
+        else:
+            self.commits += 1
+            self.operations += len(batch)
+        for op, (value, error) in zip(batch, outcomes, strict=True):
+            op.loop.call_soon_threadsafe(_settle, op.future, value, error)
+
+    async def _write(self, work: Work) -> Any:
+        if self._thread is None:
+            raise RuntimeError("the task store is not started")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.put(_Op(work, future, loop))
+        return await future
+
+    # -- reads (on the caller's thread) ---------------------------------------------------------------------
+
+    def _read(self) -> sqlite3.Connection:
+        if self._reader is None:
+            raise RuntimeError("the task store is not started")
+        return self._reader
+
+    async def get(self, task_id: str, owner: str) -> TaskRecord | None:
+        row = (
+            self._read()
+            .execute(
+                f"SELECT {_COLUMNS} FROM tasks WHERE task_id = ? AND owner = ? AND expires_at > ?",
+                (task_id, owner, self._clock()),
+            )
+            .fetchone()
+        )
+        return None if row is None else _record(row)
+
+    async def list(self, owner: str, cursor: str | None, limit: int) -> tuple[list[TaskRecord], str | None]:
+        after = 0
+        if cursor is not None:
+            found = self._read().execute("SELECT seq FROM tasks WHERE task_id = ? AND owner = ?", (cursor, owner))
+            row = found.fetchone()
+            after = row[0] if row is not None else 1 << 62  # an unknown cursor: an empty page
+        rows = (
+            self._read()
+            .execute(
+                f"SELECT {_COLUMNS} FROM tasks WHERE owner = ? AND seq > ? AND expires_at > ? ORDER BY seq LIMIT ?",
+                (owner, after, self._clock(), limit + 1),
+            )
+            .fetchall()
+        )
+        page = [_record(r) for r in rows[:limit]]
+        return page, (page[-1].task_id if len(rows) > limit else None)
+
+    # -- writes ---------------------------------------------------------------------------------------------
+
+    async def create(self, record: TaskRecord) -> None:
+        r = record
+        values = (
+            r.task_id, r.owner, r.worker, r.method, r.name, r.status.value, r.created_at, r.updated_at,
+            r.ttl_ms, r.poll_interval_ms, r.expires_at, r.status_message, _json(r.result), _json(r.error),
+        )  # fmt: skip
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO tasks (task_id, owner, worker, method, name, status, created_at, updated_at, ttl_ms, "
+                "poll_interval_ms, expires_at, status_message, result, error) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                values,
+            )
+
+        try:
+            await self._write(work)
+        except sqlite3.IntegrityError:
+            raise ValueError(f"task {record.task_id!r} exists") from None
+
+    async def update(self, task_id: str, status: TaskStatus, message: str | None) -> bool:
+        if status in TERMINAL:
+            raise ValueError("a terminal status is set with finish()")
+        now = self._clock()
+
+        def work(conn: sqlite3.Connection) -> bool | None:
+            cur = conn.execute(
+                "UPDATE tasks SET status = ?, status_message = ?, updated_at = ? "
+                f"WHERE task_id = ? AND {_NOT_TERMINAL}",
+                (status.value, message, now, task_id),
+            )
+            if cur.rowcount:
+                return True
+            exists = conn.execute("SELECT 1 FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+            return False if exists else None
+
+        changed: bool | None = await self._write(work)
+        if changed is None:
+            raise TaskNotFound(task_id)
+        return changed
+
+    async def finish(
+        self,
+        task_id: str,
+        status: TaskStatus,
+        *,
+        result: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+        message: str | None = None,
+    ) -> TaskRecord:
+        if status not in TERMINAL:
+            raise ValueError(f"{status} is not terminal")
+        values = (status.value, _json(result), _json(error), message, self._clock(), task_id)
+
+        def work(conn: sqlite3.Connection) -> TaskRecord | None:
+            conn.execute(
+                "UPDATE tasks SET status = ?, result = ?, error = ?, status_message = ?, updated_at = ? "
+                f"WHERE task_id = ? AND {_NOT_TERMINAL}",
+                values,
+            )
+            row = conn.execute(f"SELECT {_COLUMNS} FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+            return None if row is None else _record(row)
+
+        stored: TaskRecord | None = await self._write(work)
+        if stored is None:
+            raise TaskNotFound(task_id)
+        return stored
+
+    async def interrupt(self, worker: str, error: dict[str, Any], message: str) -> int:
+        values = (_json(error), message, self._clock(), worker)
+
+        def work(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "UPDATE tasks SET status = 'failed', error = ?, status_message = ?, updated_at = ? "
+                f"WHERE worker = ? AND {_NOT_TERMINAL}",
+                values,
+            )
+            return cur.rowcount
+
+        n: int = await self._write(work)
+        return n
+
+    async def sweep(self) -> int:
+        now = self._clock()
+
+        def work(conn: sqlite3.Connection) -> int:
+            return conn.execute("DELETE FROM tasks WHERE expires_at <= ?", (now,)).rowcount
+
+        n: int = await self._write(work)
+        return n
