@@ -14,7 +14,7 @@ CONF_ALPHA_VERSION := 0.2.0-alpha.12
 EVERYTHING_VERSION := 2026.8.31
 export PATH := $(CURDIR)/$(NODE22_DIR)/node_modules/.bin:$(PATH)
 
-.PHONY: setup run serve test lint typecheck unit conformance conformance-alpha bench bench-overhead deps-debian browser clean
+.PHONY: setup run serve test lint typecheck unit conformance conformance-alpha bench bench-overhead deps-debian browser servers clean
 
 setup: $(VENV)/.installed $(NODE22) $(CONF_DIR)/.installed $(CONF_ALPHA_DIR)/.installed $(EVERYTHING_DIR)/.installed
 
@@ -60,13 +60,17 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy
 
-unit: setup browser
+unit: setup browser servers
 	REQUIRE_CONFORMANCE=1 $(BIN)/pytest -q
 
 test: setup lint typecheck unit
 
 conformance-alpha: setup
 	$(BIN)/python -m tests.conformance.run_alpha
+
+# Servers the tests start themselves on free loopback ports: redis-server backs the shared task store.
+servers:
+	@command -v redis-server >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null)
 
 # wrk drives the HTTP benchmarks; valgrind (callgrind) counts instructions in bench_instructions.py.
 deps-debian:

@@ -2,8 +2,12 @@
 
 Usage (from the repository root):
 
-    .venv/bin/python benchmarks/bench_task_store.py                     # SQLite in a temp folder, and memory
+    .venv/bin/python benchmarks/bench_task_store.py            # SQLite in a temp folder, Redis, and memory
     .venv/bin/python benchmarks/bench_task_store.py --tasks 50000 --concurrency 1000 --dir /var/tmp/x
+    .venv/bin/python benchmarks/bench_task_store.py --redis redis://10.0.0.5:6379/0
+
+Without `--redis`, a redis-server (Debian's, `make servers`) is started on a free loopback port for the run,
+with persistence off; the Redis row is left out when there is none.
 
 Creations run `--concurrency` at a time on one event loop, as concurrent task-creating calls would: the SQLite
 writer thread commits whatever is queued as one transaction (synchronous=FULL, so each commit is an fsync), and
@@ -15,9 +19,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -25,7 +34,8 @@ if __package__ in (None, ""):
 
 from bemcp.tasks.memstore import MemoryTaskStore
 from bemcp.tasks.model import TaskRecord, TaskStatus, new_task_id
-from bemcp.tasks.sqlite import SqliteTaskStore
+from bemcp.tasks.redisstore import RedisTaskStore
+from bemcp.tasks.sqlitestore import SqliteTaskStore
 from bemcp.tasks.store import TaskStore
 
 
@@ -55,11 +65,37 @@ async def measure(store: TaskStore, tasks: int, concurrency: int) -> tuple[float
         await store.close()
 
 
+@contextlib.contextmanager
+def local_redis(folder: str) -> Iterator[str | None]:
+    exe = shutil.which("redis-server")
+    if exe is None:
+        yield None
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", folder]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 async def main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(dir=args.dir) as folder:
         sqlite = SqliteTaskStore(Path(folder) / "tasks.sqlite3")
         rows = [("sqlite", *(await measure(sqlite, args.tasks, args.concurrency)))]
         group = sqlite.operations / max(1, sqlite.commits)
+        with local_redis(folder) if args.redis is None else contextlib.nullcontext(args.redis) as url:
+            if url is not None:
+                store = RedisTaskStore(url, prefix=f"bench-{new_task_id()}:")
+                rows.append(("redis", *(await measure(store, args.tasks, args.concurrency))))
         rows.append(("memory", *(await measure(MemoryTaskStore(), args.tasks, args.concurrency))))
     print(f"{args.tasks:,} tasks, {args.concurrency} creations in flight")
     print("| store | creations/s | gets/s |")
@@ -77,6 +113,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tasks", type=int, default=20_000)
     p.add_argument("--concurrency", type=int, default=500)
     p.add_argument("--dir", default=None, help="where the SQLite file goes (default: the system temp folder)")
+    p.add_argument("--redis", default=None, help="a Redis URL to measure instead of a local redis-server")
     return p.parse_args(argv)
 
 

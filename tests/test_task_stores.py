@@ -1,5 +1,6 @@
-"""The task stores against one contract: the in-memory store and SQLite (a real file, real threads, and a second
-process or a second connection where the rule is about concurrency)."""
+"""The task stores against one contract: the in-memory store, SQLite (a real file, real threads) and Redis (a real
+redis-server on a loopback port), with a second process or a second connection where the rule is about
+concurrency."""
 
 from __future__ import annotations
 
@@ -7,15 +8,17 @@ import asyncio
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from bemcp.tasks.memstore import MemoryTaskStore
 from bemcp.tasks.model import TaskRecord, TaskStatus, new_task_id
-from bemcp.tasks.sqlite import SqliteTaskStore
+from bemcp.tasks.redisstore import RedisTaskStore
+from bemcp.tasks.sqlitestore import SqliteTaskStore
 from bemcp.tasks.store import TaskNotFound, TaskStore
+from tests.redis_server import redis_server
 
 W, IR, DONE, FAILED, CANCELLED = (
     TaskStatus.WORKING,
@@ -38,14 +41,22 @@ def task(owner: str = "alice", *, worker: str = "w1", ttl_ms: int = 60_000, at: 
     return TaskRecord(new_task_id(), owner, worker, "tools/call", "slow", W, at, at, ttl_ms, 500)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 async def store_and_clock(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[TaskStore, Clock]]:
     clock = Clock()
     store: TaskStore
     if request.param == "memory":
         store = MemoryTaskStore(clock)
-    else:
+    elif request.param == "sqlite":
         store = SqliteTaskStore(tmp_path / "state" / "tasks.sqlite3", clock=clock)
+    else:  # a prefix per test: one server serves the module
+        store = RedisTaskStore(request.getfixturevalue("redis_url"), prefix=f"{new_task_id()}:", clock=clock)
     await store.start()
     try:
         yield store, clock
@@ -219,7 +230,7 @@ async def test_tasks_outlive_the_process_and_another_process_sees_them(tmp_path:
     script = textwrap.dedent(
         f"""
         import asyncio
-        from bemcp.tasks.sqlite import SqliteTaskStore
+        from bemcp.tasks.sqlitestore import SqliteTaskStore
 
         async def main() -> None:
             store = SqliteTaskStore({str(path)!r})
@@ -271,3 +282,80 @@ async def test_a_store_not_started_says_so(tmp_path: Path) -> None:
         await store.create(task())
     with pytest.raises(RuntimeError, match="not started"):
         await store.get(new_task_id(), "alice")
+
+
+# -- Redis only: many clients, another process ----------------------------------------------------------------
+
+
+async def test_cancel_racing_completion_has_one_winner_across_redis_clients(redis_url: str) -> None:
+    prefix = f"{new_task_id()}:"
+    a, b = RedisTaskStore(redis_url, prefix=prefix), RedisTaskStore(redis_url, prefix=prefix)
+    await a.start()
+    await b.start()
+    try:
+        records = [task() for _ in range(1_000)]
+        await asyncio.gather(*(a.create(r) for r in records))
+        pairs = await asyncio.gather(
+            *(
+                asyncio.gather(
+                    b.finish(r.task_id, DONE, result={"content": [{"type": "text", "text": r.task_id}]}),
+                    a.finish(r.task_id, CANCELLED, message="cancelled"),
+                )
+                for r in records
+            )
+        )
+        statuses = set()
+        for r, (from_b, from_a) in zip(records, pairs, strict=True):
+            stored = await b.get(r.task_id, "alice")
+            assert stored is not None and from_a == from_b == stored, r.task_id
+            statuses.add(stored.status)
+            if stored.status is DONE:
+                assert stored.result == {"content": [{"type": "text", "text": r.task_id}]}
+        assert statuses <= {DONE, CANCELLED}
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_redis_store_is_shared_with_another_process(redis_url: str) -> None:
+    prefix = f"{new_task_id()}:"
+    store = RedisTaskStore(redis_url, prefix=prefix)
+    await store.start()
+    try:
+        working, done = task(), task()
+        await store.create(working)
+        await store.create(done)
+        await store.finish(done.task_id, DONE, result={"content": [], "structuredContent": {"n": 7}})
+        script = textwrap.dedent(
+            f"""
+            import asyncio
+            from bemcp.tasks.redisstore import RedisTaskStore
+
+            async def main() -> None:
+                store = RedisTaskStore({redis_url!r}, prefix={prefix!r})
+                await store.start()
+                n = await store.interrupt("w1", {{"code": -32603, "message": "restarted"}}, "interrupted")
+                got = await store.get({done.task_id!r}, "alice")
+                print(n, got.status.value, got.result["structuredContent"]["n"])
+                await store.close()
+
+            asyncio.run(main())
+            """
+        )
+        out = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == ["1", "completed", "7"]
+        got = await store.get(working.task_id, "alice")
+        assert got is not None and got.status is FAILED and got.error == {"code": -32603, "message": "restarted"}
+    finally:
+        await store.close()
+
+
+async def test_a_wrong_redis_url_fails_at_start() -> None:
+    from tests.procs import free_port
+
+    store = RedisTaskStore(f"redis://127.0.0.1:{free_port()}/0")
+    with pytest.raises(OSError):
+        await store.start()
