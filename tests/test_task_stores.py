@@ -8,7 +8,7 @@ import asyncio
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -157,6 +157,102 @@ async def test_interrupt_fails_the_restarted_worker_s_unfinished_tasks(
     assert got is not None and got.status is W
 
 
+# -- SQLite and Redis: two connections, two processes ------------------------------------------------------------
+
+
+def shared_store(kind: str, tmp_path: Path, redis_url: str, prefix: str) -> tuple[TaskStore, str]:
+    """A store that other connections and processes can share, and the Python expression that opens it again."""
+    if kind == "sqlite":
+        path = str(tmp_path / "state" / "tasks.sqlite3")
+        return SqliteTaskStore(path), f"SqliteTaskStore({path!r})"
+    return RedisTaskStore(redis_url, prefix=prefix), f"RedisTaskStore({redis_url!r}, prefix={prefix!r})"
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def shared(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], tuple[TaskStore, str]]:
+    """Opens stores on one shared state: one file for SQLite, one key prefix on one server for Redis."""
+    kind = str(request.param)
+    url = request.getfixturevalue("redis_url") if kind == "redis" else ""
+    prefix = f"{new_task_id()}:"
+    return lambda: shared_store(kind, tmp_path, url, prefix)
+
+
+async def test_cancel_racing_completion_has_one_winner_across_connections(
+    shared: Callable[[], tuple[TaskStore, str]],
+) -> None:
+    """1,000 races, each between two stores on one state (two SQLite connections and writer threads, or two
+    Redis clients)."""
+    (a, _), (b, _) = shared(), shared()
+    await a.start()
+    await b.start()
+    try:
+        records = [task() for _ in range(1_000)]
+        await asyncio.gather(*(a.create(r) for r in records))
+        pairs = await asyncio.gather(
+            *(
+                asyncio.gather(
+                    a.finish(r.task_id, CANCELLED, message="cancelled"),
+                    b.finish(r.task_id, DONE, result={"content": [{"type": "text", "text": r.task_id}]}),
+                )
+                for r in records
+            )
+        )
+        for r, (from_a, from_b) in zip(records, pairs, strict=True):
+            stored = await a.get(r.task_id, "alice")
+            assert stored is not None and from_a == from_b == stored, r.task_id
+            if stored.status is DONE:
+                assert stored.result == {"content": [{"type": "text", "text": r.task_id}]}
+            else:
+                assert stored.status is CANCELLED and stored.result is None
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_tasks_outlive_the_process_and_another_process_sees_them(
+    shared: Callable[[], tuple[TaskStore, str]],
+) -> None:
+    store, opener = shared()
+    await store.start()
+    done, working = task(), task()
+    await store.create(done)
+    await store.create(working)
+    await store.finish(done.task_id, DONE, result={"content": [], "structuredContent": {"n": 1}})
+    # A second process, as a restarted server would be: it fails its predecessor's unfinished tasks.
+    script = textwrap.dedent(
+        f"""
+        import asyncio
+        from bemcp.tasks.redisstore import RedisTaskStore
+        from bemcp.tasks.sqlitestore import SqliteTaskStore
+
+        async def main() -> None:
+            store = {opener}
+            await store.start()
+            n = await store.interrupt("w1", {{"code": -32603, "message": "restarted"}}, "interrupted")
+            got = await store.get({done.task_id!r}, "alice")
+            print(n, got.status.value, got.result["structuredContent"]["n"])
+            await store.close()
+
+        asyncio.run(main())
+        """
+    )
+    out = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "completed", "1"]
+    got = await store.get(working.task_id, "alice")  # this process reads what the other one wrote
+    assert got is not None and got.status is FAILED and got.error == {"code": -32603, "message": "restarted"}
+    expected = await store.get(done.task_id, "alice")
+    await store.close()
+    reopened, _ = shared()  # and a store opened afresh (a restart) finds them
+    await reopened.start()
+    try:
+        assert expected is not None and await reopened.get(done.task_id, "alice") == expected
+    finally:
+        await reopened.close()
+
+
 # -- SQLite only: the file, the threads, other connections and other processes --------------------------------
 
 
@@ -188,86 +284,6 @@ async def test_one_failing_write_in_a_group_fails_alone(tmp_path: Path) -> None:
         await store.close()
 
 
-async def test_cancel_racing_completion_has_one_winner_across_connections(tmp_path: Path) -> None:
-    """1,000 races, each between two stores on one file (two writer threads, two SQLite connections)."""
-    path = tmp_path / "tasks.sqlite3"
-    a, b = SqliteTaskStore(path), SqliteTaskStore(path)
-    await a.start()
-    await b.start()
-    try:
-        records = [task() for _ in range(1_000)]
-        await asyncio.gather(*(a.create(r) for r in records))
-        pairs = await asyncio.gather(
-            *(
-                asyncio.gather(
-                    a.finish(r.task_id, CANCELLED, message="cancelled"),
-                    b.finish(r.task_id, DONE, result={"content": [{"type": "text", "text": r.task_id}]}),
-                )
-                for r in records
-            )
-        )
-        for r, (from_a, from_b) in zip(records, pairs, strict=True):
-            stored = await a.get(r.task_id, "alice")
-            assert stored is not None and from_a == from_b == stored, r.task_id
-            if stored.status is DONE:
-                assert stored.result == {"content": [{"type": "text", "text": r.task_id}]}
-            else:
-                assert stored.status is CANCELLED and stored.result is None
-    finally:
-        await a.close()
-        await b.close()
-
-
-async def test_tasks_outlive_the_process_and_another_process_sees_them(tmp_path: Path) -> None:
-    path = tmp_path / "state" / "tasks.sqlite3"
-    store = SqliteTaskStore(path)
-    await store.start()
-    done, working = task(), task()
-    await store.create(done)
-    await store.create(working)
-    await store.finish(done.task_id, DONE, result={"content": [], "structuredContent": {"n": 1}})
-    # A second process, as a restarted server would be: it fails its predecessor's unfinished tasks.
-    script = textwrap.dedent(
-        f"""
-        import asyncio
-        from bemcp.tasks.sqlitestore import SqliteTaskStore
-
-        async def main() -> None:
-            store = SqliteTaskStore({str(path)!r})
-            await store.start()
-            n = await store.interrupt("w1", {{"code": -32603, "message": "restarted"}}, "interrupted")
-            got = await store.get({done.task_id!r}, "alice")
-            print(n, got.status.value, got.result["structuredContent"]["n"])
-            await store.close()
-
-        asyncio.run(main())
-        """
-    )
-    out = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["1", "completed", "1"]
-    got = await store.get(working.task_id, "alice")  # this process reads what the other one wrote
-    assert got is not None and got.status is FAILED and got.error == {"code": -32603, "message": "restarted"}
-    await store.close()
-    reopened = SqliteTaskStore(path)
-    await reopened.start()
-    try:
-        assert await reopened.get(done.task_id, "alice") == await _read_once(path, done.task_id)
-    finally:
-        await reopened.close()
-
-
-async def _read_once(path: Path, task_id: str) -> TaskRecord | None:
-    store = SqliteTaskStore(path)
-    await store.start()
-    try:
-        return await store.get(task_id, "alice")
-    finally:
-        await store.close()
-
-
 async def test_an_unwritable_state_dir_fails_at_start_with_the_reason(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
@@ -284,73 +300,7 @@ async def test_a_store_not_started_says_so(tmp_path: Path) -> None:
         await store.get(new_task_id(), "alice")
 
 
-# -- Redis only: many clients, another process ----------------------------------------------------------------
-
-
-async def test_cancel_racing_completion_has_one_winner_across_redis_clients(redis_url: str) -> None:
-    prefix = f"{new_task_id()}:"
-    a, b = RedisTaskStore(redis_url, prefix=prefix), RedisTaskStore(redis_url, prefix=prefix)
-    await a.start()
-    await b.start()
-    try:
-        records = [task() for _ in range(1_000)]
-        await asyncio.gather(*(a.create(r) for r in records))
-        pairs = await asyncio.gather(
-            *(
-                asyncio.gather(
-                    b.finish(r.task_id, DONE, result={"content": [{"type": "text", "text": r.task_id}]}),
-                    a.finish(r.task_id, CANCELLED, message="cancelled"),
-                )
-                for r in records
-            )
-        )
-        statuses = set()
-        for r, (from_b, from_a) in zip(records, pairs, strict=True):
-            stored = await b.get(r.task_id, "alice")
-            assert stored is not None and from_a == from_b == stored, r.task_id
-            statuses.add(stored.status)
-            if stored.status is DONE:
-                assert stored.result == {"content": [{"type": "text", "text": r.task_id}]}
-        assert statuses <= {DONE, CANCELLED}
-    finally:
-        await a.close()
-        await b.close()
-
-
-async def test_a_redis_store_is_shared_with_another_process(redis_url: str) -> None:
-    prefix = f"{new_task_id()}:"
-    store = RedisTaskStore(redis_url, prefix=prefix)
-    await store.start()
-    try:
-        working, done = task(), task()
-        await store.create(working)
-        await store.create(done)
-        await store.finish(done.task_id, DONE, result={"content": [], "structuredContent": {"n": 7}})
-        script = textwrap.dedent(
-            f"""
-            import asyncio
-            from bemcp.tasks.redisstore import RedisTaskStore
-
-            async def main() -> None:
-                store = RedisTaskStore({redis_url!r}, prefix={prefix!r})
-                await store.start()
-                n = await store.interrupt("w1", {{"code": -32603, "message": "restarted"}}, "interrupted")
-                got = await store.get({done.task_id!r}, "alice")
-                print(n, got.status.value, got.result["structuredContent"]["n"])
-                await store.close()
-
-            asyncio.run(main())
-            """
-        )
-        out = await asyncio.to_thread(
-            subprocess.run, [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
-        )
-        assert out.returncode == 0, out.stderr
-        assert out.stdout.split() == ["1", "completed", "7"]
-        got = await store.get(working.task_id, "alice")
-        assert got is not None and got.status is FAILED and got.error == {"code": -32603, "message": "restarted"}
-    finally:
-        await store.close()
+# -- Redis only ------------------------------------------------------------------------------------------------
 
 
 async def test_a_wrong_redis_url_fails_at_start() -> None:
