@@ -8,15 +8,18 @@ NODE22_DIR := $(CACHE)/node22
 CONF_DIR := $(CACHE)/conformance
 CONF_ALPHA_DIR := $(CACHE)/conformance-alpha
 EVERYTHING_DIR := $(CACHE)/server-everything
+EXT_TASKS_DIR := $(CACHE)/ext-tasks
 NODE22 := $(NODE22_DIR)/node_modules/.bin/node
 CONF_VERSION := 0.1.16
 CONF_ALPHA_VERSION := 0.2.0-alpha.12
 EVERYTHING_VERSION := 2026.8.31
+EXT_TASKS_VERSION := 0.2.2
+MCP_CLIENT_VERSION := 2.4.0
 export PATH := $(CURDIR)/$(NODE22_DIR)/node_modules/.bin:$(PATH)
 
 .PHONY: setup run serve test lint typecheck unit conformance conformance-alpha bench bench-overhead deps-debian browser servers clean
 
-setup: $(VENV)/.installed $(NODE22) $(CONF_DIR)/.installed $(CONF_ALPHA_DIR)/.installed $(EVERYTHING_DIR)/.installed
+setup: $(VENV)/.installed $(NODE22) $(CONF_DIR)/.installed $(CONF_ALPHA_DIR)/.installed $(EVERYTHING_DIR)/.installed $(EXT_TASKS_DIR)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -44,6 +47,13 @@ $(CONF_ALPHA_DIR)/.installed: $(NODE22)
 $(EVERYTHING_DIR)/.installed: $(NODE22)
 	mkdir -p $(EVERYTHING_DIR)
 	cd $(EVERYTHING_DIR) && ( test -f package.json || npm init -y >/dev/null ) && npm install --no-audit --no-fund @modelcontextprotocol/server-everything@$(EVERYTHING_VERSION) >/dev/null
+	touch $@
+
+# The official MCP tasks requester and the SDK v2 client it drives (Streamable HTTP built in), for
+# tests/interop/test_ext_tasks.py.
+$(EXT_TASKS_DIR)/.installed: $(NODE22)
+	mkdir -p $(EXT_TASKS_DIR)
+	cd $(EXT_TASKS_DIR) && ( test -f package.json || npm init -y >/dev/null ) && npm install --no-audit --no-fund @modelcontextprotocol/ext-tasks@$(EXT_TASKS_VERSION) @modelcontextprotocol/client@$(MCP_CLIENT_VERSION) >/dev/null
 	touch $@
 
 # The main job: a quick stress run against the embedded BE-MCP server; prints where the reports are.

@@ -192,23 +192,23 @@ def wait_http(url: str, job: Background, timeout: float = 30) -> None:
 
 def call_tool(url: str, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
     """One stateless (2026-07-28) tools/call over HTTP; the result."""
-    body = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "tools/call",
-        "params": {"name": name, "arguments": arguments, "_meta": MODERN_META},
+    return rpc(url, "tools/call", {"name": name, "arguments": arguments})
+
+
+def rpc(url: str, method: str, params: dict[str, Any], capabilities: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One stateless (2026-07-28) request over HTTP, declaring `capabilities`; the result."""
+    meta = {**MODERN_META, "io.modelcontextprotocol/clientCapabilities": capabilities or {}}
+    body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": {**params, "_meta": meta}}
+    headers = {
+        "content-type": "application/json",
+        "accept": "application/json, text/event-stream",
+        "mcp-protocol-version": "2026-07-28",
+        "mcp-method": method,
     }
-    req = urllib.request.Request(
-        url,
-        data=orjson.dumps(body),
-        headers={
-            "content-type": "application/json",
-            "accept": "application/json, text/event-stream",
-            "mcp-protocol-version": "2026-07-28",
-            "mcp-method": "tools/call",
-            "mcp-name": name,
-        },
-    )
+    name = params.get("name", params.get("taskId"))
+    if isinstance(name, str):
+        headers["mcp-name"] = name
+    req = urllib.request.Request(url, data=orjson.dumps(body), headers=headers)
     with urllib.request.urlopen(req, timeout=20) as r:
         answer = orjson.loads(r.read())
     result: dict[str, Any] = answer["result"]

@@ -31,6 +31,7 @@ BEMCP_COUNTERS = {
     "bemcp_log_dropped",
     "bemcp_http_refused",
     "bemcp_sessions_refused",
+    "bemcp_task_events",
 }
 BEMCP_GAUGES = {
     "bemcp_in_flight",
@@ -51,6 +52,7 @@ BEMCP_GAUGES = {
     "bemcp_ready",
     "bemcp_uptime_seconds",
     "bemcp_sessions",
+    "bemcp_tasks_unfinished",
 }
 BEMCP_HISTOGRAMS = {"bemcp_call_duration_seconds"}
 PROCESS_GAUGES = {

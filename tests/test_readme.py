@@ -11,6 +11,7 @@ import json
 import re
 import shlex
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +66,7 @@ def stranger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stranger]:
 
 def test_every_readme_command_is_run_or_excused() -> None:
     run_here = set()
-    for name in ("install", "serve", "inspector", "protection", "stress"):
+    for name in ("install", "serve", "inspector", "protection", "stress", "tasks"):
         run_here.update(rr.command_lines(rr.blocks()[name][1]))
     missing = [c for c in rr.all_shell_commands() if c not in run_here and c not in NOT_RUN]
     assert not missing, f"README commands no test runs: {missing}"
@@ -109,6 +110,37 @@ def test_serve_examples(stranger: Stranger) -> None:
                 assert job.stop() == 0
         assert not result.get("isError"), (line, result)
         assert result["structuredContent"] == {"city": "Oslo", "celsius": 21.5}, line
+
+
+@pytest.mark.slow
+def test_tasks_example(stranger: Stranger) -> None:
+    lang, code = rr.blocks()["reports.py"]
+    assert lang == "python" and code.startswith("# reports.py\n")
+    (stranger.home / "reports.py").write_text(code)
+    (line,) = rr.command_lines(rr.blocks()["tasks"][1])
+    argv = shlex.split(line)
+    port = int(argv[argv.index("--port") + 1])
+    assert rr.port_free(port), f"port {port}, which the README's example uses, is taken"
+    job = rr.start(line, stranger.home, stranger.env)
+    ext = {"extensions": {"io.modelcontextprotocol/tasks": {}}}
+    try:
+        url = job.wait_ready()
+        created = rr.rpc(url, "tools/call", {"name": "build_report", "arguments": {"pages": 2}}, ext)
+        assert created["resultType"] == "task", created
+        messages, deadline = set(), time.monotonic() + 20
+        while True:
+            got = rr.rpc(url, "tasks/get", {"taskId": created["taskId"]}, ext)
+            messages.add(got.get("statusMessage"))
+            if got["status"] == "completed" or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert got["result"]["content"][0]["text"] == "report of 2 pages", got
+        assert "1/2: pages done" in messages, messages
+        plain = rr.call_tool(url, "build_report", {"pages": 1})  # no tasks declared: a plain call
+        assert plain["content"][0]["text"] == "report of 1 pages"
+    finally:
+        assert job.stop() == 0
+    assert (stranger.home / "state" / "tasks.sqlite3").exists()
 
 
 @pytest.mark.slow

@@ -5,11 +5,16 @@ concurrency."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
+import sqlite3
 import subprocess
 import sys
 import textwrap
+from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,8 +42,19 @@ class Clock:
         return self.now
 
 
-def task(owner: str = "alice", *, worker: str = "w1", ttl_ms: int = 60_000, at: float = 1_800_000_000.0) -> TaskRecord:
-    return TaskRecord(new_task_id(), owner, worker, "tools/call", "slow", W, at, at, ttl_ms, 500)
+def task(
+    owner: str = "alice",
+    *,
+    worker: str = "w1",
+    ttl_ms: int = 60_000,
+    at: float = 1_800_000_000.0,
+    name: str = "slow",
+    request: dict[str, Any] | None = None,
+) -> TaskRecord:
+    return TaskRecord(new_task_id(), owner, worker, "tools/call", name, W, at, at, ttl_ms, 500, request=request)
+
+
+ASK = {"method": "elicitation/create", "params": {"message": "which file?", "requestedSchema": {"type": "object"}}}
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +163,7 @@ async def test_interrupt_fails_the_restarted_worker_s_unfinished_tasks(
     await store.update(waiting.task_id, IR, None)
     await store.finish(finished.task_id, DONE, result={"content": []})
     error = {"code": -32603, "message": "the server restarted while the task ran"}
-    assert await store.interrupt("w1", error, "interrupted by a restart") == 2
+    assert await store.interrupt("w1", error, "interrupted by a restart") == (2, [])
     for t in (working, waiting):
         got = await store.get(t.task_id, "alice")
         assert got is not None and got.status is FAILED and got.error == error
@@ -155,6 +171,219 @@ async def test_interrupt_fails_the_restarted_worker_s_unfinished_tasks(
     assert got is not None and got.status is DONE
     got = await store.get(elsewhere.task_id, "alice")
     assert got is not None and got.status is W
+
+
+async def test_a_task_keeps_its_input_requests_and_request(store_and_clock: tuple[TaskStore, Clock]) -> None:
+    store, _ = store_and_clock
+    t = dataclasses.replace(task(request={"name": "slow", "arguments": {"n": [1, 2.5, {}]}}), input_requests={"a": ASK})
+    await store.create(t)
+    assert await store.get(t.task_id, "alice") == t
+
+
+async def test_need_input_adds_requests_by_key(store_and_clock: tuple[TaskStore, Clock]) -> None:
+    store, clock = store_and_clock
+    t = task()
+    await store.create(t)
+    clock.now += 1
+    ask_b = {"method": "sampling/createMessage", "params": {"messages": [], "maxTokens": 10}}
+    assert await store.need_input(t.task_id, {"a": ASK}, "need a")
+    assert await store.need_input(t.task_id, {"b": ask_b}, "need b")
+    got = await store.get(t.task_id, "alice")
+    assert got is not None and (got.status, got.status_message, got.updated_at) == (IR, "need b", clock.now)
+    assert got.input_requests == {"a": ASK, "b": ask_b}
+    replaced = {"method": "elicitation/create", "params": {"message": "which folder?"}}
+    assert await store.need_input(t.task_id, {"a": replaced}, None)
+    got = await store.get(t.task_id, "alice")
+    assert got is not None and got.input_requests == {"a": replaced, "b": ask_b}
+    assert await store.update(t.task_id, IR, "still waiting")  # input_required again keeps what is pending
+    got = await store.get(t.task_id, "alice")
+    assert got is not None and got.input_requests == {"a": replaced, "b": ask_b}
+    assert await store.update(t.task_id, W, "resumed")  # back to work: nothing is pending any more
+    got = await store.get(t.task_id, "alice")
+    assert got is not None and (got.status, got.input_requests) == (W, None)
+    await store.finish(t.task_id, DONE, result={"content": []})
+    assert not await store.need_input(t.task_id, {"a": ASK}, "too late")
+    got = await store.get(t.task_id, "alice")
+    assert got is not None and (got.status, got.input_requests) == (DONE, None)
+    with pytest.raises(TaskNotFound):
+        await store.need_input(new_task_id(), {"a": ASK}, None)
+
+
+async def test_answers_clear_pending_keys_and_are_taken_once(store_and_clock: tuple[TaskStore, Clock]) -> None:
+    store, clock = store_and_clock
+    t = task()
+    await store.create(t)
+    await store.need_input(t.task_id, {"a": ASK, "b": ASK}, "two questions")
+    before = await store.get(t.task_id, "alice")
+    clock.now += 1
+    assert await store.answer(t.task_id, "alice", {"nobody-asked": 1}) == before  # unknown keys are ignored
+    assert await store.signals("w1") == []  # and nothing was answered, so the worker is not woken
+    accept = {"action": "accept", "content": {"file": "a.txt"}}
+    rec = await store.answer(t.task_id, "alice", {"a": accept, "nobody-asked": 2})
+    assert rec is not None and rec == await store.get(t.task_id, "alice")
+    assert (rec.status, rec.input_requests, rec.updated_at) == (IR, {"b": ASK}, clock.now)
+    assert await store.signals("w1") == [(t.task_id, "input")]
+    assert await store.take_answers(t.task_id) == {"a": accept}
+    assert await store.take_answers(t.task_id) == {}
+    rec = await store.answer(t.task_id, "alice", {"a": "answered twice", "b": [1, 2, {}]})
+    assert rec is not None and rec.status is IR and not rec.input_requests  # no key is pending any more
+    assert await store.take_answers(t.task_id) == {"b": [1, 2, {}]}  # `a` was no longer pending
+    assert await store.signals("w1") == [(t.task_id, "input")]
+    assert await store.answer(t.task_id, "mallory", {"b": 1}) is None
+    assert await store.answer(new_task_id(), "alice", {"b": 1}) is None
+    await store.need_input(t.task_id, {"c": ASK}, None)
+    done = await store.finish(t.task_id, DONE, result={"content": []})
+    assert await store.answer(t.task_id, "alice", {"c": 1}) == done  # a terminal task is returned as is
+    assert await store.take_answers(t.task_id) == {} and await store.signals("w1") == []
+    short = task(ttl_ms=1_000, at=clock.now)
+    await store.create(short)
+    await store.need_input(short.task_id, {"a": ASK}, None)
+    clock.now += 1
+    assert await store.answer(short.task_id, "alice", {"a": 1}) is None  # expired: unknown, as for `get`
+    assert await store.take_answers(short.task_id) == {} and await store.signals("w1") == []
+
+
+async def test_cancel_wins_on_an_unfinished_task_and_signals_its_worker(
+    store_and_clock: tuple[TaskStore, Clock],
+) -> None:
+    store, clock = store_and_clock
+    t, done = task(worker="w7"), task(worker="w7")
+    await store.create(t)
+    await store.create(done)
+    clock.now += 1
+    rec = await store.cancel(t.task_id, "alice", "cancelled by the client")
+    assert rec is not None and rec == await store.get(t.task_id, "alice")
+    assert (rec.status, rec.status_message, rec.updated_at, rec.result) == (
+        CANCELLED,
+        "cancelled by the client",
+        clock.now,
+        None,
+    )
+    assert await store.signals("w7") == [(t.task_id, "cancel")]
+    assert await store.cancel(t.task_id, "alice", "again") == rec  # already cancelled: no second signal
+    assert await store.finish(t.task_id, DONE, result={"content": []}) == rec  # and a late completion loses
+    finished = await store.finish(done.task_id, DONE, result={"content": []})
+    assert await store.cancel(done.task_id, "alice", "too late") == finished
+    assert await store.signals("w7") == []
+    assert await store.cancel(t.task_id, "mallory", None) is None
+    assert await store.cancel(new_task_id(), "alice", None) is None
+    assert await store.signals("w7") == []
+
+
+async def test_signals_are_per_worker_oldest_first_and_taken_once(store_and_clock: tuple[TaskStore, Clock]) -> None:
+    store, clock = store_and_clock
+    mine, theirs, asking = [task() for _ in range(4)], task(worker="w2"), task()
+    for t in (*mine, theirs, asking):
+        await store.create(t)
+    await store.need_input(asking.task_id, {"a": ASK}, None)
+    expected = []
+    for i, t in enumerate(mine):
+        clock.now += 0.001
+        await store.cancel(t.task_id, "alice", None)
+        expected.append((t.task_id, "cancel"))
+        if i == 1:
+            await store.answer(asking.task_id, "alice", {"a": {"action": "decline"}})
+            expected.append((asking.task_id, "input"))
+    await store.cancel(theirs.task_id, "alice", None)
+    assert await store.signals("w1", limit=2) == expected[:2]
+    assert await store.signals("w1", limit=2) == expected[2:4]
+    assert await store.signals("w2") == [(theirs.task_id, "cancel")]
+    assert await store.signals("w1") == expected[4:]
+    assert await store.signals("w1") == [] and await store.signals("w2") == []
+
+
+async def test_leases_end_with_the_clock(store_and_clock: tuple[TaskStore, Clock]) -> None:
+    store, clock = store_and_clock
+    await store.heartbeat("w1", 30)
+    await store.heartbeat("w2", 60)
+    assert await store.expired_workers() == []
+    clock.now += 30
+    assert await store.expired_workers() == ["w1"]
+    await store.heartbeat("w1", 30)  # renewed: alive again
+    assert await store.expired_workers() == []
+    clock.now += 31
+    assert sorted(await store.expired_workers()) == ["w1", "w2"]
+    assert await store.interrupt("w1", {"code": -32603, "message": "lost"}, "lost") == (0, [])
+    assert await store.expired_workers() == ["w2"]  # interrupting a worker forgets its lease
+
+
+async def test_interrupt_hands_resumable_tasks_to_the_claimer(store_and_clock: tuple[TaskStore, Clock]) -> None:
+    store, clock = store_and_clock
+    req = {"name": "resumable", "arguments": {"n": 1}}
+    running, waiting = task(name="resumable", request=req), task(name="resumable", request=req)
+    no_request, not_resumable = task(name="resumable"), task(request={"name": "slow", "arguments": {}})
+    finished, elsewhere = task(name="resumable", request=req), task(worker="w2", name="resumable", request=req)
+    for t in (running, waiting, no_request, not_resumable, finished, elsewhere):
+        await store.create(t)
+    await store.need_input(waiting.task_id, {"a": ASK}, "which file?")
+    done = await store.finish(finished.task_id, DONE, result={"content": []})
+    await store.heartbeat("w1", 10)
+    clock.now += 11
+    assert await store.expired_workers() == ["w1"]
+    error = {"code": -32603, "message": "the worker died"}
+    failed, claimed = await store.interrupt(
+        "w1", error, "interrupted", resumable=frozenset({"resumable"}), claimer="w3"
+    )
+    assert failed == 2
+    assert [r.task_id for r in claimed] == [running.task_id, waiting.task_id]  # creation order
+    for rec in claimed:
+        assert (rec.worker, rec.status, rec.input_requests, rec.request, rec.updated_at) == (
+            "w3",
+            W,
+            None,
+            req,
+            clock.now,
+        )
+        assert await store.get(rec.task_id, "alice") == rec
+    for t in (no_request, not_resumable):
+        got = await store.get(t.task_id, "alice")
+        assert got is not None and (got.status, got.error, got.status_message) == (FAILED, error, "interrupted")
+    assert await store.get(finished.task_id, "alice") == done
+    got = await store.get(elsewhere.task_id, "alice")
+    assert got is not None and (got.worker, got.status) == ("w2", W)
+    assert await store.expired_workers() == []  # the dead worker's lease is gone
+    assert await store.interrupt("w1", error, "again", resumable=frozenset({"resumable"}), claimer="w4") == (0, [])
+    # The claimer's tasks are its own now; without a claimer, resumable tasks fail like the rest.
+    assert await store.interrupt("w3", error, "no claimer", resumable=frozenset({"resumable"})) == (2, [])
+    got = await store.get(running.task_id, "alice")
+    assert got is not None and (got.status, got.status_message) == (FAILED, "no claimer")
+
+
+async def test_a_restarted_worker_claims_its_own_resumable_tasks(store_and_clock: tuple[TaskStore, Clock]) -> None:
+    store, _ = store_and_clock
+    mine, other = task(name="resumable", request={"name": "resumable"}), task()
+    await store.create(mine)
+    await store.create(other)
+    error = {"code": -32603, "message": "restarted"}
+    failed, claimed = await store.interrupt("w1", error, "restarted", resumable=frozenset({"resumable"}), claimer="w1")
+    assert failed == 1 and [(r.task_id, r.worker, r.status) for r in claimed] == [(mine.task_id, "w1", W)]
+    assert await store.get(mine.task_id, "alice") == claimed[0]
+    assert await store.finish(mine.task_id, DONE, result={"content": []})  # it still runs, and can finish
+    assert await store.interrupt("w1", error, "restarted", resumable=frozenset({"resumable"}), claimer="w1") == (0, [])
+
+
+async def test_sweep_removes_the_answers_and_signals_of_swept_tasks(store_and_clock: tuple[TaskStore, Clock]) -> None:
+    store, clock = store_and_clock
+    short, long = task(ttl_ms=1_000, at=clock.now), task(ttl_ms=3_600_000, at=clock.now)
+    for t in (short, long):
+        await store.create(t)
+        await store.need_input(t.task_id, {"a": ASK}, None)
+        await store.answer(t.task_id, "alice", {"a": {"action": "accept"}})
+    clock.now += 1
+    assert await store.sweep() == 1
+    assert await store.take_answers(short.task_id) == {}
+    assert await store.take_answers(long.task_id) == {"a": {"action": "accept"}}
+    assert await store.signals("w1") == [(long.task_id, "input")]  # the swept task's signal went with it
+    await store.need_input(long.task_id, {"b": ASK}, None)
+    await store.answer(long.task_id, "alice", {"b": 1})
+    await store.cancel(long.task_id, "alice", None)
+    clock.now += 600
+    assert await store.sweep() == 0
+    assert await store.signals("w1", limit=1) == [(long.task_id, "input")]  # ten minutes old: kept
+    clock.now += 1
+    assert await store.sweep() == 0
+    assert await store.signals("w1") == []  # older than ten minutes: the worker never came back for it
+    assert await store.take_answers(long.task_id) == {"b": 1}  # the task lives: its answers stay
 
 
 # -- SQLite and Redis: two connections, two processes ------------------------------------------------------------
@@ -228,7 +457,7 @@ async def test_tasks_outlive_the_process_and_another_process_sees_them(
         async def main() -> None:
             store = {opener}
             await store.start()
-            n = await store.interrupt("w1", {{"code": -32603, "message": "restarted"}}, "interrupted")
+            n, _ = await store.interrupt("w1", {{"code": -32603, "message": "restarted"}}, "interrupted")
             got = await store.get({done.task_id!r}, "alice")
             print(n, got.status.value, got.result["structuredContent"]["n"])
             await store.close()
@@ -251,6 +480,87 @@ async def test_tasks_outlive_the_process_and_another_process_sees_them(
         assert expected is not None and await reopened.get(done.task_id, "alice") == expected
     finally:
         await reopened.close()
+
+
+async def test_two_connections_interrupting_one_worker_claim_each_task_once(
+    shared: Callable[[], tuple[TaskStore, str]],
+) -> None:
+    (a, _), (b, _) = shared(), shared()
+    await a.start()
+    await b.start()
+    try:
+        error = {"code": -32603, "message": "the worker died"}
+        for round_ in range(50):
+            dead = f"dead-{round_}"
+            records = [task(worker=dead, name="resumable", request={"name": "resumable"}) for _ in range(5)]
+            await asyncio.gather(*(a.create(r) for r in records))
+            (fa, ca), (fb, cb) = await asyncio.gather(
+                a.interrupt(dead, error, "died", resumable=frozenset({"resumable"}), claimer="a"),
+                b.interrupt(dead, error, "died", resumable=frozenset({"resumable"}), claimer="b"),
+            )
+            assert fa == fb == 0
+            ids = [r.task_id for r in ca + cb]
+            assert sorted(ids) == sorted(r.task_id for r in records), round_  # each once, none lost
+            for rec in ca + cb:
+                assert await a.get(rec.task_id, "alice") == rec and rec.worker == ("a" if rec in ca else "b")
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_two_processes_interrupting_one_worker_claim_each_task_once(
+    shared: Callable[[], tuple[TaskStore, str]], tmp_path: Path
+) -> None:
+    store, opener = shared()
+    await store.start()
+    workers = [f"dead-{i}" for i in range(20)]
+    records = [task(worker=w, name="resumable", request={"name": "resumable"}) for w in workers for _ in range(10)]
+    await asyncio.gather(*(store.create(r) for r in records))
+    # Both processes wait for each other, then interrupt all twenty workers at once.
+    script = textwrap.dedent(
+        f"""
+        import asyncio, json, pathlib, sys, time
+        from bemcp.tasks.redisstore import RedisTaskStore
+        from bemcp.tasks.sqlitestore import SqliteTaskStore
+
+        async def main() -> None:
+            me, barrier = sys.argv[1], pathlib.Path({str(tmp_path)!r})
+            store = {opener}
+            await store.start()
+            (barrier / me).touch()
+            while len(list(barrier.glob("p*"))) < 2:
+                time.sleep(0.001)
+            outs = await asyncio.gather(*(
+                store.interrupt(w, {{"code": -32603, "message": "died"}}, "died",
+                                resumable=frozenset({{"resumable"}}), claimer=me)
+                for w in {workers!r}
+            ))
+            print(json.dumps([sum(n for n, _ in outs), [r.task_id for _, c in outs for r in c]]))
+            await store.close()
+
+        asyncio.run(main())
+        """
+    )
+    try:
+        procs = [
+            await asyncio.create_subprocess_exec(sys.executable, "-c", script, me, stdout=PIPE, stderr=PIPE)
+            for me in ("p1", "p2")
+        ]
+        outs = await asyncio.wait_for(asyncio.gather(*(p.communicate() for p in procs)), 60)
+        claims: dict[str, list[str]] = {}
+        for me, p, (out, err) in zip(("p1", "p2"), procs, outs, strict=True):
+            assert p.returncode == 0, err.decode()
+            failed, ids = json.loads(out)
+            assert failed == 0
+            for task_id in ids:
+                claims.setdefault(task_id, []).append(me)
+        assert sorted(claims) == sorted(r.task_id for r in records)
+        assert all(len(by) == 1 for by in claims.values())  # each task claimed by exactly one process
+        for task_id, (me,) in claims.items():
+            got = await store.get(task_id, "alice")
+            assert got is not None and (got.worker, got.status) == (me, W)
+    finally:
+        await store.close()
 
 
 # -- SQLite only: the file, the threads, other connections and other processes --------------------------------
@@ -282,6 +592,65 @@ async def test_one_failing_write_in_a_group_fails_alone(tmp_path: Path) -> None:
         assert all([await store.get(r.task_id, "alice") for r in fresh])
     finally:
         await store.close()
+
+
+_OLD_SCHEMA = """
+CREATE TABLE tasks (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_id TEXT NOT NULL UNIQUE,
+    owner TEXT NOT NULL,
+    worker TEXT NOT NULL,
+    method TEXT NOT NULL,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    ttl_ms INTEGER NOT NULL,
+    poll_interval_ms INTEGER NOT NULL,
+    expires_at REAL NOT NULL,
+    status_message TEXT,
+    result BLOB,
+    error BLOB
+);
+CREATE INDEX tasks_owner ON tasks (owner, seq);
+CREATE INDEX tasks_expiry ON tasks (expires_at);
+CREATE INDEX tasks_worker ON tasks (worker, status);
+"""
+
+
+async def test_a_file_from_the_previous_schema_opens_and_works(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.sqlite3"
+    old = task(name="resumable")
+    conn = sqlite3.connect(path)
+    conn.executescript(_OLD_SCHEMA)
+    conn.execute(
+        "INSERT INTO tasks (task_id, owner, worker, method, name, status, created_at, updated_at, ttl_ms, "
+        "poll_interval_ms, expires_at, status_message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (old.task_id, old.owner, old.worker, old.method, old.name, "working", old.created_at, old.updated_at,
+         old.ttl_ms, old.poll_interval_ms, old.expires_at, None),
+    )  # fmt: skip
+    conn.commit()
+    conn.close()
+    a, b = SqliteTaskStore(path), SqliteTaskStore(path)
+    await asyncio.gather(a.start(), b.start())  # two at once: each missing column is added once
+    try:
+        assert await a.get(old.task_id, "alice") == old
+        assert await a.need_input(old.task_id, {"a": ASK}, None)
+        rec = await b.answer(old.task_id, "alice", {"a": 1})
+        assert rec is not None and not rec.input_requests and await a.take_answers(old.task_id) == {"a": 1}
+        new = task(name="resumable", request={"name": "resumable"})
+        await b.create(new)
+        failed, claimed = await a.interrupt(
+            "w1", {"code": 1, "message": "x"}, "x", resumable=frozenset({"resumable"}), claimer="w2"
+        )
+        assert failed == 1 and [r.task_id for r in claimed] == [new.task_id]  # the old task has no request
+    finally:
+        await a.close()
+        await b.close()
+    conn = sqlite3.connect(path)
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
+    conn.close()
+    assert {"input_requests", "request"} <= columns
 
 
 async def test_an_unwritable_state_dir_fails_at_start_with_the_reason(tmp_path: Path) -> None:

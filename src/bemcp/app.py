@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from bemcp.transports.http import HttpTransport
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# Whether a tool runs as a task (MCP's `execution.taskSupport`): never, when the client can take one, or always.
+TaskSupport = Literal["forbidden", "optional", "required"]
+TASK_SUPPORT: tuple[TaskSupport, ...] = ("forbidden", "optional", "required")
 
 _HINTS = {
     "read_only": "readOnlyHint",
@@ -49,6 +53,11 @@ class ToolDef:
     wire: dict[str, Any]
     read_only: bool = False
     essential: bool = False  # skips shedding and admission: for health checks only
+    task: TaskSupport = "forbidden"
+    resume: bool = False  # a task of this tool is run again after a restart, instead of failing
+    handoff: bool = False  # starts as a plain call; `ctx.run_as_task` turns the rest into a task
+    # The x-mcp-header arguments, found at registration: the HTTP transport checks their Mcp-Param headers.
+    param_headers: tuple[schema.ParamHeader, ...] = ()
 
 
 @dataclass(slots=True)
@@ -112,7 +121,8 @@ class App:
     ...     return a + b
 
     `lifespan` is an async context manager factory, entered once when the server starts and left when it
-    stops (after a drain); what it yields reaches every tool as `ctx.state`.
+    stops (after a drain); what it yields reaches every tool as `ctx.state`. `tasks` is the task support of
+    tools that do not set their own (`@app.tool(task=...)`).
     """
 
     def __init__(
@@ -123,8 +133,12 @@ class App:
         instructions: str | None = None,
         title: str | None = None,
         lifespan: Lifespan | None = None,
+        tasks: TaskSupport = "forbidden",
     ) -> None:
+        if tasks not in TASK_SUPPORT:
+            raise ValueError(f"tasks must be one of {', '.join(TASK_SUPPORT)}; got {tasks!r}")
         self.name = name
+        self.tasks: TaskSupport = tasks
         self.version = version
         self.title = title
         self.instructions = instructions
@@ -214,6 +228,10 @@ class App:
         annotations: dict[str, Any] | None = None,
         timeout: float | None = None,
         meta: dict[str, Any] | None = None,
+        task: TaskSupport | None = None,
+        resume: bool = False,
+        handoff: bool = False,
+        input_schema: Mapping[str, Any] | None = None,
     ) -> Callable[[F], F]: ...
 
     def tool(
@@ -231,8 +249,25 @@ class App:
         annotations: dict[str, Any] | None = None,
         timeout: float | None = None,
         meta: dict[str, Any] | None = None,
+        task: TaskSupport | None = None,
+        resume: bool = False,
+        handoff: bool = False,
+        input_schema: Mapping[str, Any] | None = None,
     ) -> Any:
-        """Register a tool. Usable bare (`@app.tool`) or with options (`@app.tool(read_only=True)`)."""
+        """Register a tool. Usable bare (`@app.tool`) or with options (`@app.tool(read_only=True)`).
+
+        `task` says whether a call may run as an MCP task, answered at once with a task id that the client
+        polls: "optional" (when the client supports tasks), "required", or "forbidden"; None takes the app's
+        `tasks` default. `resume=True` runs a task of this tool again after a server restart, instead of
+        failing it: only for tools that are safe to run twice. `handoff=True`: a call starts as a plain call
+        (it can ask the client first) and becomes a task where the tool says so, with `ctx.run_as_task`.
+
+        `input_schema` is the tool's own JSON Schema for its arguments, served as given and enforced by a JSON
+        Schema validator instead of the signature's types (see `bemcp.rawschema` for how the function receives
+        the arguments). A property with `"x-mcp-header": "Name"` (here or in a typed parameter's
+        `Field(json_schema_extra=...)`) is mirrored by 2026-07-28 HTTP clients in an `Mcp-Param-Name` header,
+        which the server checks against the argument.
+        """
 
         def register(f: F) -> F:
             hints = dict(annotations or {})
@@ -248,7 +283,17 @@ class App:
             if title is not None:
                 hints.setdefault("title", title)
             self.add_tool(
-                f, name=name, title=title, description=description, annotations=hints, timeout=timeout, meta=meta
+                f,
+                name=name,
+                title=title,
+                description=description,
+                annotations=hints,
+                timeout=timeout,
+                meta=meta,
+                task=task,
+                resume=resume,
+                handoff=handoff,
+                input_schema=input_schema,
             )
             return f
 
@@ -265,10 +310,29 @@ class App:
         timeout: float | None = None,
         meta: dict[str, Any] | None = None,
         essential: bool = False,
+        task: TaskSupport | None = None,
+        resume: bool = False,
+        handoff: bool = False,
+        input_schema: Mapping[str, Any] | None = None,
     ) -> ToolDef:
-        """Register `fn` as a tool; `essential` tools (health checks) skip load shedding and admission."""
+        """Register `fn` as a tool; `essential` tools (health checks) skip load shedding and admission.
+        `input_schema`: the arguments' own JSON Schema, as for `tool`."""
         tool_name = name or fn.__name__
-        sig = schema.analyse(fn, f"{tool_name}_arguments")
+        support = self.tasks if task is None else task
+        if support not in TASK_SUPPORT:
+            raise ValueError(f"task must be one of {', '.join(TASK_SUPPORT)}; got {support!r}")
+        if (resume or handoff) and support == "forbidden":
+            raise ValueError(f"tool {tool_name}: resume and handoff need task='optional' or 'required'")
+        if resume and handoff:
+            raise ValueError(f"tool {tool_name}: a handoff tool cannot resume (its task starts mid-call)")
+        sig: schema.Signature
+        if input_schema is None:
+            sig = schema.analyse(fn, f"{tool_name}_arguments")
+        else:
+            from bemcp import rawschema  # imports jsonschema: paid for only by apps that declare a schema
+
+            sig = rawschema.analyse(fn, input_schema, tool_name)
+        param_headers = schema.param_headers(sig.input_schema, tool_name)
         output = schema.output_for(fn)
         wire: dict[str, Any] = {"name": tool_name, "inputSchema": sig.input_schema}
         if title:
@@ -282,6 +346,8 @@ class App:
             wire["annotations"] = dict(annotations)
         if meta:
             wire["_meta"] = meta
+        if support != "forbidden":
+            wire["execution"] = {"taskSupport": support}
         hints = dict(annotations or {})
         tool = ToolDef(
             tool_name,
@@ -294,6 +360,10 @@ class App:
             wire,
             read_only=bool(hints.get("readOnlyHint")),
             essential=essential,
+            task=support,
+            resume=resume,
+            handoff=handoff,
+            param_headers=param_headers,
         )
         self.tools[tool_name] = tool
         self._changed("tools")

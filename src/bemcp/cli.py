@@ -10,7 +10,7 @@ from typing import Any
 from bemcp import __version__, config
 from bemcp.config import ConfigError
 
-_GROUPS = {"server": "server", "protection": "protection"}
+_GROUPS = {"server": "server", "protection": "protection", "tasks": "tasks"}
 
 
 def _metavar(name: str, field: Any) -> str:

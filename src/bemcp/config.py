@@ -121,6 +121,34 @@ class ServeSettings(BaseSettings):
     supervise: bool = _opt(
         False, "run the server as a child process, restarting it after an abnormal exit", group="protection"
     )
+    task_store: str = _opt(
+        "sqlite",
+        "where tasks are kept: sqlite (a file under --state-dir), redis://HOST:PORT/DB (shared by many "
+        "servers), or memory (lost at exit) (default sqlite)",
+        group="tasks",
+        min_length=1,
+    )
+    state_dir: str | None = _opt(
+        None, "folder for the task store's file (default: $XDG_STATE_HOME/bemcp/APP-NAME)", group="tasks"
+    )
+    max_tasks: int = _opt(
+        10_000, "unfinished tasks at once; past it: overload error task_limit (default 10000)", group="tasks", ge=1
+    )
+    task_timeout: float | None = _opt(
+        None, "seconds a task may run, unless its tool sets its own timeout (default: none)", group="tasks", gt=0
+    )
+    task_ttl: float = _opt(
+        3600.0, "seconds a task and its result are kept after creation (default 3600)", group="tasks", gt=0
+    )
+    task_lease: float = _opt(
+        15.0, "seconds a silent server keeps its tasks before another takes them over (default 15)", group="tasks", gt=0
+    )
+    worker_id: str | None = _opt(
+        None,
+        "this process's name in a shared task store; keep it across restarts so that they resume or fail its "
+        "tasks at once (default: HOST:PORT for HTTP, else random)",
+        group="tasks",
+    )
     task_log: bool = _opt(True, "write a record per call to --log-file", group="protection", flag=False)
     # Off only to measure what the protections cost (benchmarks/bench_overhead.py), never for serving.
     protections: bool = _opt(True, "shedding, admission, watchdog, sampler, metrics", group="protection", flag=False)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bemcp.errors import ClientError
 from bemcp.protocol import answers, codes, inputrequests
 from bemcp.protocol.exchange import LOG_RANK, Exchange
+from bemcp.tasks.live import Handoff
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from bemcp.runtime.memory import MemoryManager
@@ -26,6 +30,10 @@ class Context:
         self._exchange = exchange
         self._memory = memory
         self._state = state
+
+    def rebind(self, exchange: Exchange) -> None:
+        """Speak for another exchange from now on: a call handed to a task (`run_as_task`) keeps its ctx."""
+        self._exchange = exchange
 
     @property
     def state(self) -> Any:
@@ -55,12 +63,32 @@ class Context:
         return self._exchange.meta
 
     @property
+    def task_id(self) -> str | None:
+        """The id of the MCP task this call runs as; None for a plain call."""
+        task = self._exchange.in_task
+        return task.task_id if task is not None else None
+
+    async def run_as_task(self, fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
+        """Hand the rest of this call to a task: the client is answered at once with a task id, and the task's
+        result is what `fn(*args, **kwargs)` returns. For a tool declared with `handoff=True`, after it has
+        gathered what it needs (2026-07-28 input rounds, say). Where the call cannot become a task (the client
+        does not support tasks, or this already is one) `fn` runs here and its value is returned."""
+        if self._exchange.hand_off:
+            raise Handoff(fn, args, kwargs)
+        return await fn(*args, **kwargs)
+
+    @property
     def cancelled(self) -> bool:
         """True once the client cancelled this request or its deadline passed."""
         return self._exchange.cancel_reason is not None
 
     async def progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
-        """Report progress; a no-op when the client sent no progress token."""
+        """Report progress; a no-op when the client sent no progress token. In a task, it sets the task's
+        status message (what `tasks/get` shows) instead."""
+        task = self._exchange.in_task
+        if task is not None:
+            task.progress(progress, total, message)
+            return
         token = self._exchange.progress_token
         if token is None:
             return
@@ -150,6 +178,10 @@ class Context:
         2026-07-28 the retried call is answered -32602 naming the input response.
         """
         ex = self._exchange
+        if ex.in_task is not None:  # the task waits, input_required, for answers given to the task
+            for req in requests.values():
+                inputrequests.require_capability(ex, req["method"])
+            return await ex.in_task.ask(requests, timeout)
         if ex.stateless:
             return inputrequests.ask_stateless(ex, requests)
         for req in requests.values():

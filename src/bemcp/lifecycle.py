@@ -1,8 +1,9 @@
 """`Lifecycle`: bring up what a served App needs, and take it down in reverse.
 
 Start: the runtime (on the serving loop), then the app's own lifespan (`App(lifespan=...)`), whose yielded state
-tools read as `ctx.state`, then change notifications. Stop: in reverse; the lifespan's exit closes the user's pools
-and clients before the runtime stops.
+tools read as `ctx.state`, then the task runner (when a tool can run as a task: it opens the store and takes
+over what a restart left), then change notifications. Stop: in reverse; the lifespan's exit closes the user's
+pools and clients before the runtime stops.
 
 The lifespan is entered and left inside one task that this object owns, so a context manager built on a task
 group or a cancel scope (anyio, asyncpg pools, httpx clients) sees one task throughout, even when start and stop
@@ -55,6 +56,13 @@ class Lifecycle:
                     self._holder = self._release = None
                     runtime.stop()
                     raise
+            if self.server.task_tools():
+                try:
+                    await self.server.tasks.start(self.server.tools.resume, self.server.resumable_tools())
+                except BaseException:
+                    await self._leave_lifespan()
+                    runtime.stop()
+                    raise
             self.server.notifier.start()
             self.server.app.attach(self.server.notifier)
             self.started = True
@@ -78,6 +86,15 @@ class Lifecycle:
         """Stop change notifications, leave the app's lifespan (its errors are logged), then stop the runtime."""
         self.server.app.detach(self.server.notifier)
         await self.server.notifier.stop()
+        try:
+            await self.server.tasks.stop()
+        except Exception:
+            log.exception("stopping the task runner failed")
+        await self._leave_lifespan()
+        self.server.runtime.stop()
+        self.started = False
+
+    async def _leave_lifespan(self) -> None:
         holder, self._holder = self._holder, None
         if holder is not None and self._release is not None:
             self._release.set()
@@ -86,5 +103,3 @@ class Lifecycle:
             except Exception:
                 log.exception("the app's lifespan failed on exit")
         self._release = None
-        self.server.runtime.stop()
-        self.started = False

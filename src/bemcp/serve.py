@@ -21,6 +21,7 @@ from bemcp.loader import load_app
 from bemcp.protocol.server import Server
 from bemcp.runtime.runtime import Runtime, RuntimeConfig
 from bemcp.startline import start_line
+from bemcp.tasks.runner import TaskConfig
 from bemcp.tools.builtin import add_builtin_tools
 from bemcp.tools.workload import add_workload_tools
 from bemcp.transports.http import HttpOptions, HttpTransport
@@ -69,7 +70,23 @@ def build(cfg: ServeSettings, app: App | None = None) -> tuple[Server, Runtime]:
     add_builtin_tools(extras, runtime)
     if cfg.stress_tools:
         add_workload_tools(extras, runtime)
-    return Server(app, runtime, extras.tools), runtime
+    return Server(app, runtime, extras.tools, task_config(cfg)), runtime
+
+
+def task_config(cfg: ServeSettings) -> TaskConfig:
+    worker = cfg.worker_id
+    if worker is None and cfg.transport == "http" and cfg.port:
+        # One process serves a host's port at a time, so host:port names it across restarts.
+        worker = f"{socket.gethostname()}:{cfg.port}"
+    return TaskConfig(
+        store=cfg.task_store,
+        state_dir=cfg.state_dir,
+        max_tasks=cfg.max_tasks,
+        timeout=cfg.task_timeout,
+        ttl_s=cfg.task_ttl,
+        worker_id=worker,
+        lease_s=cfg.task_lease,
+    )
 
 
 def http_transport(server: Server, cfg: ServeSettings) -> HttpTransport:

@@ -402,3 +402,12 @@ _CANDIDATES = {"arg1": ["test", "testing", "tested", "value1"], "arg2": ["test2"
 @app.completion
 def complete(req: CompletionRequest) -> list[str]:
     return [c for c in _CANDIDATES.get(req.argument, []) if c.startswith(req.value)]
+
+
+# -- the alpha suite's pending and extension scenarios -------------------------
+# (kept in their own modules: raw JSON Schema and routing headers; tasks)
+
+from tests.conformance import app_schema, app_tasks  # noqa: E402
+
+app_schema.register(app)
+app_tasks.register(app)

@@ -6,6 +6,7 @@ python -m tests.conformance.run_alpha
 from __future__ import annotations
 
 import sys
+import tempfile
 
 from tests.conformance import suite
 from tests.procs import http_server
@@ -15,7 +16,10 @@ def main() -> int:
     if not suite.available("0.2.0-alpha.12"):
         print("conformance 0.2.0-alpha.12 is not installed: run `make conformance-alpha`", file=sys.stderr)
         return 2
-    with http_server(app="tests.conformance.app:app") as server:
+    with (
+        tempfile.TemporaryDirectory() as state,
+        http_server("--state-dir", state, app="tests.conformance.app:app") as server,
+    ):
         run = suite.run("0.2.0-alpha.12", server.url, "--requirements", "2026-07-28")
     tail = run.output[run.output.find("Total:") :] if "Total:" in run.output else run.output[-2000:]
     print(tail)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import tempfile
 from collections import Counter
@@ -16,6 +17,7 @@ CACHE = ROOT / ".cache"
 NODE22_BIN = CACHE / "node22" / "node_modules" / ".bin"
 SUITES = {"0.1.16": CACHE / "conformance", "0.2.0-alpha.12": CACHE / "conformance-alpha"}
 PASSING = frozenset({"SUCCESS", "INFO"})
+_RUN_DIR = re.compile(r"^server-(.+?)-\d{4}-\d{2}-\d{2}T")
 
 
 @dataclass
@@ -55,9 +57,8 @@ def run(version: str, url: str, *args: str, timeout: float = 600) -> SuiteRun:
         proc = subprocess.run(cmd, cwd=suite, env=env, capture_output=True, text=True, timeout=timeout)
         result = SuiteRun(proc.returncode, proc.stdout + proc.stderr)
         for path in sorted(Path(out).glob("*/checks.json")):
-            # server-<scenario>-<timestamp>: the timestamp has no letters, the scenario does.
-            name = path.parent.name.removeprefix("server-")
-            scenario = name[: name.rfind("-", 0, name.find("T") if "T" in name else len(name))]
-            scenario = "-".join(p for p in scenario.split("-") if not p.isdigit())
+            # server-<scenario>-<ISO timestamp with dashes>; a scenario's name may hold digits (json-schema-2020-12).
+            m = _RUN_DIR.match(path.parent.name)
+            scenario = m.group(1) if m else path.parent.name.removeprefix("server-")
             result.checks[scenario] = json.loads(path.read_text())
     return result

@@ -13,6 +13,7 @@ from bemcp.runtime.pipeline import CallSpec, Cancellable
 if TYPE_CHECKING:
     from bemcp.context import Context
     from bemcp.protocol.exchange import Exchange
+    from bemcp.runtime.refusal import Refusal
 
 T = TypeVar("T")
 Result = dict[str, Any]
@@ -23,13 +24,15 @@ RunSync = Callable[[Callable[..., Any], dict[str, Any]], Coroutine[Any, Any, Any
 @dataclass(frozen=True, slots=True)
 class Calling:
     """The runtime's entry for calls (`Runtime.run_call`), its thread pool for sync functions, the default
-    deadline, the debug switch, and how a function's `ctx` is made."""
+    deadline, the debug switch, how a function's `ctx` is made, and the shedding verdict for work that is
+    accepted now to run later (a task: `shed(read_only)`, None to accept)."""
 
     run_call: RunCall
     run_sync: RunSync
     call_timeout: float | None
     debug: bool
     context: Callable[[Exchange], Context]
+    shed: Callable[[bool], Refusal | None] = lambda read_only: None
 
 
 def validation_detail(exc: pydantic.ValidationError) -> list[dict[str, Any]]:

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bemcp.errors import ClientError, NoBackChannel
 from bemcp.protocol import jsonrpc
 from bemcp.protocol.jsonrpc import Message, RequestId
 from bemcp.runtime.cancel import CancelReason
+
+if TYPE_CHECKING:
+    from bemcp.tasks.live import LiveTask
 
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 LOG_RANK = {name: i for i, name in enumerate(LOG_LEVELS)}
@@ -29,6 +33,7 @@ class Peer:
 
     __slots__ = (
         "_ids",
+        "_owner",
         "_pending",
         "client_capabilities",
         "client_info",
@@ -55,6 +60,23 @@ class Peer:
         # Where unsolicited notifications go (stdout, or the HTTP GET stream).
         self.standalone: Sender | None = None
         self.closed = False
+        self._owner: str | None = None
+
+    @property
+    def owner(self) -> str:
+        """Whose tasks this connection or session may see: its own only (random: never another's by chance).
+        Made on first use: most peers never create a task, and stateless traffic may make a peer per request."""
+        if self._owner is None:
+            self._owner = "peer:" + secrets.token_hex(12)
+        return self._owner
+
+    @owner.setter
+    def owner(self, value: str) -> None:
+        self._owner = value
+
+    def owns(self, owner: str) -> bool:
+        """Whether tasks of `owner` are this peer's (without giving a peer that never had a task an owner)."""
+        return self._owner is not None and self._owner == owner
 
     def next_id(self) -> str:
         return f"s-{next(self._ids)}"
@@ -123,6 +145,8 @@ class Exchange:
     client_capabilities: dict[str, Any] | None = None  # 2026-07-28: from this request's _meta
     cancel_reason: CancelReason | None = None
     task: asyncio.Task[Any] | None = None
+    in_task: LiveTask | None = None  # the task this call runs as: ctx.ask and ctx.progress go to it
+    hand_off: bool = False  # the tool may hand the rest of the call to a task (`ctx.run_as_task`)
 
     def cancel(self, reason: CancelReason) -> bool:
         """Cancel the task serving this request, recording why; False if already cancelled or not running."""

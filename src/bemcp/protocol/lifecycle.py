@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from bemcp.app import App
@@ -13,8 +14,9 @@ from bemcp.protocol.exchange import LOG_RANK, Exchange
 
 
 class Lifecycle:
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, tasks_on: Callable[[], bool] = lambda: False) -> None:
         self.app = app
+        self._tasks_on = tasks_on  # whether this server runs tasks now (it declares them only then)
 
     def handlers(self) -> dict[str, Any]:
         return {
@@ -27,13 +29,19 @@ class Lifecycle:
     def capabilities(self, stateless: bool = False) -> dict[str, Any]:
         """What this server offers. Every handler exists, so every feature is declared; change notifications
         are sent (see `Notifier`): unsolicited on the handshake era, on `subscriptions/listen` on 2026-07-28."""
-        return {
+        caps: dict[str, Any] = {
             "tools": {"listChanged": True},
             "resources": {"subscribe": True, "listChanged": True},
             "prompts": {"listChanged": True},
             "completions": {},
             "logging": {},
         }
+        if self._tasks_on():
+            if stateless:  # the tasks extension (SEP-2663), not 2025-11-25's capabilities.tasks
+                caps["extensions"] = {"io.modelcontextprotocol/tasks": {}}
+            else:
+                caps["tasks"] = {"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}}
+        return caps
 
     def server_info(self) -> dict[str, Any]:
         info: dict[str, Any] = {"name": self.app.name, "version": self.app.version}

@@ -8,6 +8,10 @@ prompts (adding or removing one while serving). Who hears:
 - 2026-07-28 `subscriptions/listen` streams (`Listener`), only what their filter asked for, each message tagged with
   the stream's `io.modelcontextprotocol/subscriptionId`.
 
+Task status changes (`task_changed`) go the same ways: `notifications/tasks` (the detailed task) to the listen
+streams that named the task in `notifications.taskIds`, and `notifications/tasks/status` to the 2025-11-25 peer
+whose task it is. Only changes made in this process are seen.
+
 The app may report a change from any thread (a sync tool, a file watcher): the report is handed to the serving loop,
 where changes are coalesced (ten tools added in one go make one `list_changed`) and delivered by one task that
 this object owns. A listener has a bounded queue of its own and sends from its own request, so a client that stops
@@ -19,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -45,6 +49,8 @@ class Listener:
     subscription_id: Any
     lists: frozenset[str]
     uris: frozenset[str]
+    task_ids: frozenset[str] = frozenset()
+    owner: str = ""  # whose tasks it may hear of
     queue: asyncio.Queue[Message | None] = field(default_factory=lambda: asyncio.Queue(_LISTENER_QUEUE))
     dropped: int = 0
 
@@ -65,6 +71,11 @@ class Listener:
                 self.dropped += 1
 
 
+# A changed task (its id and owner) as its notifications carry it: (the 2026-07-28 detailed task, the 2025-11-25
+# task); None when it is gone.
+TaskView = Callable[[str, str], Awaitable["tuple[dict[str, Any], dict[str, Any]] | None"]]
+
+
 def tagged(method: str, params: dict[str, Any], subscription_id: Any) -> Message:
     """A notification for a listen stream: `_meta` carries the stream's id."""
     return jsonrpc.notification(method, {**params, "_meta": {SUBSCRIPTION_ID: subscription_id}})
@@ -80,6 +91,8 @@ class Notifier:
         self._wake: asyncio.Event | None = None
         self._lists: set[str] = set()  # changed lists not yet delivered
         self._uris: dict[str, None] = {}  # updated resources not yet delivered, in order
+        self._task_ids: dict[str, str] = {}  # changed tasks (id -> owner) not yet delivered, in order
+        self.task_view: TaskView | None = None  # set by the server that runs tasks
         self.sent = 0
 
     # -- lifecycle ---------------------------------------------------------
@@ -114,6 +127,15 @@ class Notifier:
 
     def resource_updated(self, uri: str) -> None:
         self._on_loop(self._uris.__setitem__, uri, None)
+
+    def task_changed(self, task_id: str, owner: str) -> None:
+        """A task's status changed (on the loop): notify whoever may hear of it, if anyone could."""
+        if self.task_view is None or not (self._task_listeners() or self._peers):
+            return
+        self._on_loop(self._task_ids.__setitem__, task_id, owner)
+
+    def _task_listeners(self) -> bool:
+        return any(listener.task_ids for listener in self.listeners)
 
     def _on_loop(self, record: Any, *args: Any) -> None:
         loop = self._loop
@@ -156,8 +178,11 @@ class Notifier:
             self._wake.clear()
             lists, self._lists = sorted(self._lists), set()
             uris, self._uris = list(self._uris), {}
+            tasks, self._task_ids = list(self._task_ids.items()), {}
             try:
                 await self._deliver(lists, uris)
+                for task_id, owner in tasks:
+                    await self._deliver_task(task_id, owner)
             except Exception:  # a broken peer must not stop notifications for the others
                 log.exception("delivering change notifications failed")
 
@@ -177,3 +202,20 @@ class Notifier:
                 if kind is not None or uri in peer.subscriptions:
                     await send(msg)
                     self.sent += 1
+
+    async def _deliver_task(self, task_id: str, owner: str) -> None:
+        view = self.task_view
+        got = await view(task_id, owner) if view is not None else None
+        if got is None:
+            return
+        detailed, task_v1 = got
+        for listener in list(self.listeners):
+            if task_id in listener.task_ids and listener.owner == owner:
+                listener.offer(tagged("notifications/tasks", detailed, listener.subscription_id))
+        for peer in list(self._peers):
+            send = peer.standalone
+            if send is None or peer.closed or peer.protocol_version not in versions.HANDSHAKE:
+                continue
+            if peer.owns(owner):
+                await send(jsonrpc.notification("notifications/tasks/status", task_v1))
+                self.sent += 1

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import traceback
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bemcp.app import App, ToolDef
@@ -33,6 +34,9 @@ from bemcp.protocol.subscriptions import Subscriptions
 from bemcp.protocol.tools import Tools
 from bemcp.runtime.cancel import CancelReason, CutOff
 from bemcp.runtime.refusal import Refusal
+from bemcp.tasks import wire as task_wire
+from bemcp.tasks.methods import TaskMethods
+from bemcp.tasks.runner import TaskConfig, TaskRunner, default_state_dir
 
 if TYPE_CHECKING:
     from bemcp.runtime.runtime import Runtime
@@ -43,8 +47,19 @@ Handler = Callable[[dict[str, Any], Exchange], Awaitable[dict[str, Any] | None]]
 
 # Methods a handshake-era client may send before `initialize` completes.
 _PRE_INIT = frozenset({"initialize", "ping"})
-# Removed in 2026-07-28: answered -32601 on 2026-07-28 requests.
-_LEGACY_ONLY = frozenset({"initialize", "ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"})
+# Removed in 2026-07-28: answered -32601 on 2026-07-28 requests (tasks/result and tasks/list: by the tasks
+# extension, which inlines results in tasks/get and has no listing).
+_LEGACY_ONLY = frozenset(
+    {
+        "initialize",
+        "ping",
+        "logging/setLevel",
+        "resources/subscribe",
+        "resources/unsubscribe",
+        "tasks/result",
+        "tasks/list",
+    }
+)
 # 2026-07-28 results that carry caching hints.
 _CACHEABLE = frozenset(
     {"tools/list", "prompts/list", "resources/list", "resources/templates/list", "resources/read", "server/discover"}
@@ -54,7 +69,13 @@ _CACHEABLE = frozenset(
 class Server:
     """Serves one `App` through one `Runtime` on any number of peers."""
 
-    def __init__(self, app: App, runtime: Runtime, extra_tools: dict[str, ToolDef] | None = None) -> None:
+    def __init__(
+        self,
+        app: App,
+        runtime: Runtime,
+        extra_tools: dict[str, ToolDef] | None = None,
+        tasks: TaskConfig | None = None,
+    ) -> None:
         self.app = app
         self.runtime = runtime
         # Tools this server adds (server_health, the workload set), bound to this runtime; kept off the
@@ -64,12 +85,27 @@ class Server:
         self.state: Any = None  # what the app's lifespan yielded (see bemcp.lifecycle), for ctx.state
         self.notifier = Notifier(self.peers)
         cfg = runtime.config
-        calling = Calling(runtime.run_call, runtime.run_sync, cfg.call_timeout, cfg.debug, self._context)
-        self.lifecycle = Lifecycle(app)
+        pipeline = runtime.pipeline
+
+        def shed(read_only: bool) -> Refusal | None:
+            return pipeline.shed(read_only) if pipeline.protect and pipeline.shedding else None
+
+        calling = Calling(runtime.run_call, runtime.run_sync, cfg.call_timeout, cfg.debug, self._context, shed)
+        task_cfg = tasks or TaskConfig()
+        state_dir = Path(task_cfg.state_dir) if task_cfg.state_dir else default_state_dir(app.name)
+        # Made here, started by the serving lifecycle only when a tool can run as a task (no store otherwise).
+        self.tasks = TaskRunner(task_cfg, runtime.run_call, state_dir=state_dir)
+        runtime.tasks_snapshot = self.tasks.snapshot
+        self.tasks.on_change = self.notifier.task_changed
+        self.notifier.task_view = self._task_view
+        self.task_methods = TaskMethods(self.tasks)
+        self.tools = Tools(app, self.extra_tools, calling, self.task_methods, task_cfg.timeout)
+        self.lifecycle = Lifecycle(app, lambda: self.tasks.running)
         self._handlers: dict[str, Handler] = {}
         for family in (
             self.lifecycle,
-            Tools(app, self.extra_tools, calling),
+            self.task_methods,
+            self.tools,
             Resources(app, calling),
             Prompts(app, calling),
             Completion(app),
@@ -82,6 +118,19 @@ class Server:
 
     def _context(self, ex: Exchange) -> Context:
         return Context(ex, self.runtime.memory, self.state)
+
+    async def _task_view(self, task_id: str, owner: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        rec = await self.tasks.get(task_id, owner) if self.tasks.running else None
+        return None if rec is None else (task_wire.detailed(rec), task_wire.task_v1(rec))
+
+    def task_tools(self) -> frozenset[str]:
+        """The tools that can run as tasks; the resumable ones are `resumable_tools`."""
+        every = (*self.app.tools.values(), *self.extra_tools.values())
+        return frozenset(t.name for t in every if t.task != "forbidden")
+
+    def resumable_tools(self) -> frozenset[str]:
+        every = (*self.app.tools.values(), *self.extra_tools.values())
+        return frozenset(t.name for t in every if t.resume)
 
     def capabilities(self, stateless: bool = False) -> dict[str, Any]:
         return self.lifecycle.capabilities(stateless)

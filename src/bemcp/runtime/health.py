@@ -36,6 +36,28 @@ class SyncThreads:
 
 
 @dataclass(frozen=True, slots=True)
+class TasksSnapshot:
+    """The MCP tasks this process runs (see bemcp.tasks.runner): None in health when it runs none."""
+
+    store: str  # sqlite | redis | memory
+    worker: str
+    working: int  # unfinished here, running or waiting for a slot
+    input_required: int  # unfinished here, waiting for the client
+    max_tasks: int
+    counts: dict[str, int]  # since start: created, completed, failed, cancelled, refused, resumed, interrupted
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "store": self.store,
+            "worker": self.worker,
+            "working": self.working,
+            "input_required": self.input_required,
+            "max_tasks": self.max_tasks,
+            **self.counts,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class HealthSnapshot:
     status: str  # ok | degraded (memory high) | draining
     ready: bool
@@ -49,6 +71,7 @@ class HealthSnapshot:
     sync_threads: SyncThreads
     loop_tasks: int | None
     pid: int
+    tasks: TasksSnapshot | None = None
 
     @property
     def in_flight(self) -> int:
@@ -104,4 +127,5 @@ class HealthSnapshot:
             "task_log": {"enabled": self.task_log.enabled, "dropped": self.task_log.dropped},
             "loop_tasks": self.loop_tasks,
             "pid": self.pid,
+            "tasks": self.tasks.to_wire() if self.tasks is not None else None,
         }

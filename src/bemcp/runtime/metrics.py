@@ -112,6 +112,19 @@ class RuntimeMetrics:
             "Task-log records dropped because the log's queue was full (the call path never waits for the log).",
             read=lambda: snap().task_log.dropped,
         )
+        reg.gauge(
+            "tasks_unfinished",
+            "Unfinished MCP tasks this process runs, by status (working, input_required).",
+            ("status",),
+            read=lambda: _tasks_now(snap()),
+        )
+        reg.counter(
+            "task_events_total",
+            "MCP tasks since start, by event: created, completed, failed, cancelled, refused (--max-tasks), "
+            "resumed and interrupted (after a restart or a lost worker).",
+            ("event",),
+            read=lambda: _task_counts(snap()),
+        )
         reg.gauge("ready", "1 when the server accepts new calls.", read=lambda: int(snap().ready))
         reg.gauge("uptime_seconds", "Seconds since the runtime started.", read=lambda: snap().uptime_s)
         # What a scrape collects: the runtime's metrics and the standard process_* / python_* ones, in a registry
@@ -157,6 +170,17 @@ class RuntimeMetrics:
             return encode(self.collectors), content_type
         finally:
             self._snap = None
+
+
+def _tasks_now(snap: HealthSnapshot) -> dict[LabelValues, float]:
+    tasks = snap.tasks
+    if tasks is None:
+        return {}
+    return {("working",): float(tasks.working), ("input_required",): float(tasks.input_required)}
+
+
+def _task_counts(snap: HealthSnapshot) -> dict[LabelValues, float]:
+    return _by(snap.tasks.counts) if snap.tasks is not None else {}
 
 
 def _by(counts: Mapping[str, float]) -> dict[LabelValues, float]:

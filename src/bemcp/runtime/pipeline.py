@@ -73,6 +73,8 @@ class Cancellable(Protocol):
 class Suspended(Exception):
     """The work stopped to wait for input from the client; the call is answered with what it needs."""
 
+    outcome = "input_required"  # as the task log and the latency series name the call's end
+
 
 class CallPipeline:
     """Runs calls through the protections; one per runtime."""
@@ -188,8 +190,8 @@ class CallPipeline:
                     ) from None
             outcome = "error" if res.get("isError") else "ok"
             return res
-        except Suspended:
-            outcome = "input_required"
+        except Suspended as s:
+            outcome = s.outcome
             raise
         except asyncio.CancelledError:
             outcome = "cancelled"

@@ -20,6 +20,7 @@ class RefusalReason(StrEnum):
     MEMORY_PRESSURE = "memory_pressure"  # memory at high (writes) or critical (everything)
     WORKERS_EXHAUSTED = "workers_exhausted"  # every sync worker held by an abandoned call
     LISTENER_LIMIT = "listener_limit"  # too many subscriptions/listen streams open
+    TASK_LIMIT = "task_limit"  # --max-tasks unfinished tasks already
 
 
 def _message(reason: str, limit: int, retry_after_ms: int) -> str:

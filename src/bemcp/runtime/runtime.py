@@ -28,7 +28,7 @@ import psutil
 from bemcp.runtime.admission import Admission
 from bemcp.runtime.cancel import CancelReason
 from bemcp.runtime.cgroup import MemoryLimit
-from bemcp.runtime.health import HealthSnapshot, SyncThreads, rejections
+from bemcp.runtime.health import HealthSnapshot, SyncThreads, TasksSnapshot, rejections
 from bemcp.runtime.limits import make_limit
 from bemcp.runtime.memory import MemoryConfig, MemoryLevel, MemoryManager
 from bemcp.runtime.metrics import RuntimeMetrics
@@ -117,6 +117,8 @@ class Runtime:
         self._exit = exit_process
         self._loop: asyncio.AbstractEventLoop | None = None
         self.left_behind: str | None = None  # what the last stop() could not stop (see describe_left_behind)
+        # What the server's task runner reports (set by the server that owns one); None: it runs no tasks.
+        self.tasks_snapshot: Callable[[], TasksSnapshot | None] = lambda: None
 
     @property
     def running(self) -> bool:
@@ -373,6 +375,7 @@ class Runtime:
             sync_threads=SyncThreads(self.config.sync_workers, self.sync_running, self.sync_abandoned),
             loop_tasks=self._loop_tasks(),
             pid=os.getpid(),
+            tasks=self.tasks_snapshot(),
         )
 
     def health(self) -> dict[str, Any]:

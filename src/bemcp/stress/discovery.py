@@ -34,6 +34,7 @@ from bemcp.stress.targets import TargetError
 WORKLOAD_TOOLS: Final = (
     "echo",
     "sleep",
+    "task_job",
     "cpu_burn",
     "allocate_memory",
     "io_write",

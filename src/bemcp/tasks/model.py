@@ -43,6 +43,10 @@ class TaskRecord:
     status_message: str | None = None
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
+    # Pending client requests while input_required, by key (what tasks/get shows as inputRequests).
+    input_requests: dict[str, dict[str, Any]] | None = None
+    # What was called ({"name", "arguments", ...}): kept so that a resumable task can be run again after a restart.
+    request: dict[str, Any] | None = None
 
     @property
     def expires_at(self) -> float:

@@ -8,11 +8,16 @@ terminal transitions are conditional updates, so a cancel racing a completion ha
 
 Reads run on the caller's thread, on a connection of their own: in WAL mode a read never waits for a writer,
 and a lookup by primary key in a file the page cache holds takes microseconds, less than a thread hop.
+
+Besides `tasks`: `answers` (the client's answers a worker has not taken yet), `signals` (what each worker must
+act on: "cancel" or "input", in order) and `workers` (each worker's lease). A file an older version created
+gains the missing columns and tables when it is opened.
 """
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import queue
 import sqlite3
 import threading
@@ -43,17 +48,43 @@ CREATE TABLE IF NOT EXISTS tasks (
     expires_at REAL NOT NULL,
     status_message TEXT,
     result BLOB,
-    error BLOB
+    error BLOB,
+    input_requests BLOB,
+    request BLOB
 );
 CREATE INDEX IF NOT EXISTS tasks_owner ON tasks (owner, seq);
 CREATE INDEX IF NOT EXISTS tasks_expiry ON tasks (expires_at);
 CREATE INDEX IF NOT EXISTS tasks_worker ON tasks (worker, status);
+CREATE TABLE IF NOT EXISTS answers (
+    task_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (task_id, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS signals (
+    seq INTEGER PRIMARY KEY,
+    worker TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS signals_worker ON signals (worker, seq);
+CREATE INDEX IF NOT EXISTS signals_task ON signals (task_id);
+CREATE INDEX IF NOT EXISTS signals_at ON signals (at);
+CREATE TABLE IF NOT EXISTS workers (
+    worker TEXT PRIMARY KEY,
+    expires_at REAL NOT NULL
+);
 """
+# Columns added since the first schema: a file it created gains them when it is opened.
+_ADDED_COLUMNS = (("input_requests", "BLOB"), ("request", "BLOB"))
 _COLUMNS = (
     "task_id, owner, worker, method, name, status, created_at, updated_at, ttl_ms, poll_interval_ms, "
-    "status_message, result, error"
+    "status_message, result, error, input_requests, request"
 )
 _NOT_TERMINAL = "status NOT IN ('completed', 'failed', 'cancelled')"
+_VISIBLE = "task_id = ? AND owner = ? AND expires_at > ?"  # what `get` may see
+SIGNAL_MAX_AGE_S = 600.0  # a signal nobody took in ten minutes is for a worker that never came back
 _STOP = object()
 
 
@@ -61,8 +92,11 @@ def _json(value: dict[str, Any] | None) -> bytes | None:
     return None if value is None else orjson.dumps(value)
 
 
+def _load(value: bytes | None) -> Any:
+    return None if value is None else orjson.loads(value)
+
+
 def _record(row: tuple[Any, ...]) -> TaskRecord:
-    result, error = row[11], row[12]
     return TaskRecord(
         task_id=row[0],
         owner=row[1],
@@ -75,9 +109,30 @@ def _record(row: tuple[Any, ...]) -> TaskRecord:
         ttl_ms=row[8],
         poll_interval_ms=row[9],
         status_message=row[10],
-        result=None if result is None else orjson.loads(result),
-        error=None if error is None else orjson.loads(error),
+        result=_load(row[11]),
+        error=_load(row[12]),
+        input_requests=_load(row[13]),
+        request=_load(row[14]),
     )
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Create what is missing, in one write transaction: of two processes opening an old file at once, the
+    second sees the columns the first added."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        have = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
+        for name, kind in _ADDED_COLUMNS:
+            if name not in have:
+                conn.execute(f"ALTER TABLE tasks ADD COLUMN {name} {kind}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 Work = Callable[[sqlite3.Connection], Any]
@@ -160,7 +215,7 @@ class SqliteTaskStore:
             conn = self._connect()
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")  # each group's commit is durable; groups keep it cheap
-            conn.executescript(_SCHEMA)
+            _migrate(conn)
         except BaseException as e:  # an unwritable state dir: start() raises it
             loop.call_soon_threadsafe(_settle, ready, None, e)
             return
@@ -254,20 +309,27 @@ class SqliteTaskStore:
         page = [_record(r) for r in rows[:limit]]
         return page, (page[-1].task_id if len(rows) > limit else None)
 
+    async def expired_workers(self) -> builtins.list[str]:
+        rows = self._read().execute("SELECT worker FROM workers WHERE expires_at <= ?", (self._clock(),))
+        return [r[0] for r in rows.fetchall()]
+
     # -- writes ---------------------------------------------------------------------------------------------
+    # Each `work` runs inside the writer's BEGIN IMMEDIATE transaction, which holds the file's write lock: a
+    # read followed by a write in one `work` is atomic against every other connection and process.
 
     async def create(self, record: TaskRecord) -> None:
         r = record
         values = (
             r.task_id, r.owner, r.worker, r.method, r.name, r.status.value, r.created_at, r.updated_at,
             r.ttl_ms, r.poll_interval_ms, r.expires_at, r.status_message, _json(r.result), _json(r.error),
+            _json(r.input_requests or None), _json(r.request),
         )  # fmt: skip
 
         def work(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "INSERT INTO tasks (task_id, owner, worker, method, name, status, created_at, updated_at, ttl_ms, "
-                "poll_interval_ms, expires_at, status_message, result, error) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "poll_interval_ms, expires_at, status_message, result, error, input_requests, request) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 values,
             )
 
@@ -283,8 +345,9 @@ class SqliteTaskStore:
 
         def work(conn: sqlite3.Connection) -> bool | None:
             cur = conn.execute(
-                "UPDATE tasks SET status = ?, status_message = ?, updated_at = ? "
-                f"WHERE task_id = ? AND {_NOT_TERMINAL}",
+                "UPDATE tasks SET status = ?1, status_message = ?2, updated_at = ?3, "
+                "input_requests = CASE WHEN ?1 = 'working' THEN NULL ELSE input_requests END "
+                f"WHERE task_id = ?4 AND {_NOT_TERMINAL}",
                 (status.value, message, now, task_id),
             )
             if cur.rowcount:
@@ -296,6 +359,110 @@ class SqliteTaskStore:
         if changed is None:
             raise TaskNotFound(task_id)
         return changed
+
+    async def need_input(self, task_id: str, requests: dict[str, dict[str, Any]], message: str | None) -> bool:
+        now = self._clock()
+
+        def work(conn: sqlite3.Connection) -> bool | None:
+            row = conn.execute("SELECT status, input_requests FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+            if row is None:
+                return None
+            if TaskStatus(row[0]) in TERMINAL:
+                return False
+            merged = {**(_load(row[1]) or {}), **requests}
+            conn.execute(
+                "UPDATE tasks SET status = 'input_required', status_message = ?, updated_at = ?, input_requests = ? "
+                "WHERE task_id = ?",
+                (message, now, _json(merged or None), task_id),
+            )
+            return True
+
+        changed: bool | None = await self._write(work)
+        if changed is None:
+            raise TaskNotFound(task_id)
+        return changed
+
+    async def answer(self, task_id: str, owner: str, responses: dict[str, Any]) -> TaskRecord | None:
+        now = self._clock()
+
+        def work(conn: sqlite3.Connection) -> TaskRecord | None:
+            row = conn.execute(f"SELECT {_COLUMNS} FROM tasks WHERE {_VISIBLE}", (task_id, owner, now)).fetchone()
+            if row is None:
+                return None
+            rec = _record(row)
+            pending = rec.input_requests or {}
+            answered = {k: v for k, v in responses.items() if k in pending}
+            if rec.status in TERMINAL or not answered:
+                return rec
+            left = {k: v for k, v in pending.items() if k not in answered}
+            row = conn.execute(
+                f"UPDATE tasks SET input_requests = ?, updated_at = ? WHERE task_id = ? RETURNING {_COLUMNS}",
+                (_json(left or None), now, task_id),
+            ).fetchall()[0]
+            conn.executemany(
+                "INSERT OR REPLACE INTO answers (task_id, key, value) VALUES (?, ?, ?)",
+                [(task_id, k, orjson.dumps(v)) for k, v in answered.items()],
+            )
+            _signal(conn, rec.worker, task_id, "input", now)
+            return _record(row)
+
+        stored: TaskRecord | None = await self._write(work)
+        return stored
+
+    async def take_answers(self, task_id: str) -> dict[str, Any]:
+        def work(conn: sqlite3.Connection) -> dict[str, Any]:
+            rows = conn.execute("DELETE FROM answers WHERE task_id = ? RETURNING key, value", (task_id,)).fetchall()
+            return {k: orjson.loads(v) for k, v in rows}
+
+        taken: dict[str, Any] = await self._write(work)
+        return taken
+
+    async def cancel(self, task_id: str, owner: str, message: str | None) -> TaskRecord | None:
+        now = self._clock()
+
+        def work(conn: sqlite3.Connection) -> TaskRecord | None:
+            won = conn.execute(
+                "UPDATE tasks SET status = 'cancelled', result = NULL, error = NULL, status_message = ?, "
+                f"updated_at = ? WHERE {_VISIBLE} AND {_NOT_TERMINAL} RETURNING {_COLUMNS}",
+                (message, now, task_id, owner, now),
+            ).fetchall()
+            if won:  # the cancel won (one conditional UPDATE, so across processes too): its worker learns it
+                rec = _record(won[0])
+                _signal(conn, rec.worker, task_id, "cancel", now)
+                return rec
+            row = conn.execute(f"SELECT {_COLUMNS} FROM tasks WHERE {_VISIBLE}", (task_id, owner, now)).fetchone()
+            return None if row is None else _record(row)
+
+        stored: TaskRecord | None = await self._write(work)
+        return stored
+
+    async def signals(self, worker: str, limit: int = 1000) -> builtins.list[tuple[str, str]]:
+        # Asked every tick: a read (no lock, no fsync) says whether there is anything to take at all.
+        if self._read().execute("SELECT 1 FROM signals WHERE worker = ? LIMIT 1", (worker,)).fetchone() is None:
+            return []
+
+        def work(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+            rows = conn.execute(
+                "DELETE FROM signals WHERE seq IN (SELECT seq FROM signals WHERE worker = ? ORDER BY seq LIMIT ?) "
+                "RETURNING seq, task_id, kind",
+                (worker, limit),
+            ).fetchall()
+            return [(task_id, kind) for _, task_id, kind in sorted(rows)]  # RETURNING's order is unspecified
+
+        taken: list[tuple[str, str]] = await self._write(work)
+        return taken
+
+    async def heartbeat(self, worker: str, lease_s: float) -> None:
+        until = self._clock() + lease_s
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO workers (worker, expires_at) VALUES (?, ?) "
+                "ON CONFLICT (worker) DO UPDATE SET expires_at = excluded.expires_at",
+                (worker, until),
+            )
+
+        await self._write(work)
 
     async def finish(
         self,
@@ -324,25 +491,54 @@ class SqliteTaskStore:
             raise TaskNotFound(task_id)
         return stored
 
-    async def interrupt(self, worker: str, error: dict[str, Any], message: str) -> int:
-        values = (_json(error), message, self._clock(), worker)
+    async def interrupt(
+        self,
+        worker: str,
+        error: dict[str, Any],
+        message: str,
+        *,
+        resumable: frozenset[str] = frozenset(),
+        claimer: str | None = None,
+    ) -> tuple[int, builtins.list[TaskRecord]]:
+        now = self._clock()
+        names = orjson.dumps(sorted(resumable) if claimer is not None else [])  # no claimer: nothing resumes
+        claimable = "request IS NOT NULL AND name IN (SELECT value FROM json_each(?))"
 
-        def work(conn: sqlite3.Connection) -> int:
-            cur = conn.execute(
+        def work(conn: sqlite3.Connection) -> tuple[int, list[TaskRecord]]:
+            # Fail first, then claim: when the claimer is the worker itself, claimed tasks must not then fail.
+            failed = conn.execute(
                 "UPDATE tasks SET status = 'failed', error = ?, status_message = ?, updated_at = ? "
-                f"WHERE worker = ? AND {_NOT_TERMINAL}",
-                values,
-            )
-            return cur.rowcount
+                f"WHERE worker = ? AND {_NOT_TERMINAL} AND NOT ({claimable})",
+                (_json(error), message, now, worker, names),
+            ).rowcount
+            rows: list[tuple[Any, ...]] = []
+            if claimer is not None:
+                rows = conn.execute(
+                    "UPDATE tasks SET worker = ?, status = 'working', input_requests = NULL, updated_at = ? "
+                    f"WHERE worker = ? AND {_NOT_TERMINAL} AND {claimable} RETURNING seq, {_COLUMNS}",
+                    (claimer, now, worker, names),
+                ).fetchall()
+            conn.execute("DELETE FROM workers WHERE worker = ?", (worker,))
+            return failed, [_record(r[1:]) for r in sorted(rows)]  # creation order
 
-        n: int = await self._write(work)
-        return n
+        outcome: tuple[int, list[TaskRecord]] = await self._write(work)
+        return outcome
 
     async def sweep(self) -> int:
         now = self._clock()
 
         def work(conn: sqlite3.Connection) -> int:
-            return conn.execute("DELETE FROM tasks WHERE expires_at <= ?", (now,)).rowcount
+            gone = [r[0] for r in conn.execute("DELETE FROM tasks WHERE expires_at <= ? RETURNING task_id", (now,))]
+            if gone:
+                ids = orjson.dumps(gone)
+                conn.execute("DELETE FROM answers WHERE task_id IN (SELECT value FROM json_each(?))", (ids,))
+                conn.execute("DELETE FROM signals WHERE task_id IN (SELECT value FROM json_each(?))", (ids,))
+            conn.execute("DELETE FROM signals WHERE at < ?", (now - SIGNAL_MAX_AGE_S,))
+            return len(gone)
 
         n: int = await self._write(work)
         return n
+
+
+def _signal(conn: sqlite3.Connection, worker: str, task_id: str, kind: str, at: float) -> None:
+    conn.execute("INSERT INTO signals (worker, task_id, kind, at) VALUES (?, ?, ?, ?)", (worker, task_id, kind, at))

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from bemcp.app import App
 from bemcp.content import Text, ToolResult
+from bemcp.context import Context
 from bemcp.errors import BemcpError, ToolError
 from bemcp.runtime.registry import CallRegistry
 from bemcp.runtime.runtime import Runtime
@@ -152,11 +153,30 @@ def add_workload_tools(app: App, runtime: Runtime) -> None:
         """Return the text unchanged."""
         return text
 
-    @app.tool(read_only=True, idempotent=True, open_world=False)
+    @app.tool(read_only=True, idempotent=True, open_world=False, task="optional")
     async def sleep(seconds: Annotated[float, Field(ge=0, le=3600)]) -> str:
-        """Sleep asynchronously (the event loop stays free)."""
+        """Sleep asynchronously (the event loop stays free); a task when the client supports tasks."""
         await asyncio.sleep(seconds)
         return f"slept {seconds}s"
+
+    @app.tool(read_only=True, idempotent=True, open_world=False, task="optional", resume=True)
+    async def task_job(
+        seconds: Annotated[float, Field(ge=0, le=3600)],
+        token: Annotated[str, Field(max_length=128)],
+        ctx: Context,
+        ask: bool = False,
+    ) -> str:
+        """Long work for the stress tester's tasks phase: sleeps, asks the client a yes/no question when `ask`,
+        and returns `token` (with the answer), so that a lost or mixed-up result can be told. Resumable: a
+        restart runs it again."""
+        await asyncio.sleep(seconds)
+        if not ask:
+            return token
+        got = await ctx.elicit(
+            f"Go on with {token}?", {"type": "object", "properties": {"go": {"type": "boolean"}}, "required": ["go"]}
+        )
+        answer = got.get("content", {}).get("go") if got.get("action") == "accept" else None
+        return f"{token}:{answer}"
 
     @app.tool(read_only=True, idempotent=True, open_world=False)
     def cpu_burn(milliseconds: Annotated[int, Field(ge=0, le=60_000)]) -> dict[str, float]:

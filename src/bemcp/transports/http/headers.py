@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from bemcp.protocol import versions
 from bemcp.protocol.jsonrpc import Message
+from bemcp.schema import ParamHeader
 
-# 2026-07-28: the body parameter the Mcp-Name header must equal, per method.
-_NAME_PARAM = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+# 2026-07-28: the body parameter the Mcp-Name header must equal, per method (the tasks extension routes on the
+# task id, so that a load balancer can send a task's requests where its state is).
+_NAME_PARAM = {
+    "tools/call": "name",
+    "prompts/get": "name",
+    "resources/read": "uri",
+    "tasks/get": "taskId",
+    "tasks/update": "taskId",
+    "tasks/cancel": "taskId",
+}
 
 
 @dataclass(slots=True)
@@ -86,6 +96,59 @@ class McpHeaders:
             if value is not None and decode_name(self.name) != value:
                 return f"Header mismatch: Mcp-Name header {self.name!r} does not match body value {value!r}"
         return None
+
+
+_BASE64_PREFIX = "=?base64?"
+_INTEGER = re.compile(r"-?(?:0|[1-9][0-9]{0,19})")  # 64 bits at most, as in a body orjson parsed
+_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+
+
+def param_mismatch(raw: list[tuple[bytes, bytes]], wanted: tuple[ParamHeader, ...], arguments: Any) -> str | None:
+    """SEP-2243: each x-mcp-header argument of a `tools/call` travels in its `Mcp-Param-<Name>` header too, and
+    the two must agree. Only called for a tool that has such arguments; `raw` is the ASGI header list."""
+    if not isinstance(arguments, dict):
+        return None  # not an object: `tools/call` itself answers that
+    sent = {k: v for k, v in raw if k.startswith(b"mcp-param-")}
+    for p in wanted:
+        value = arguments.get(p.arg)
+        got = sent.get(p.key)
+        if got is None:
+            if value is None:
+                continue  # a client leaves out the header of an absent or null argument
+            return f"Header mismatch: missing Mcp-Param-{p.header} header for argument {p.arg!r}"
+        if value is None:
+            return f"Header mismatch: Mcp-Param-{p.header} header sent without argument {p.arg!r} in the body"
+        text = decode_param(got.decode("latin-1").strip(" \t"))
+        if text is None:
+            return f"Header mismatch: Mcp-Param-{p.header} header is not valid Base64 of UTF-8 text"
+        if not _same(text, value):
+            shown = text if len(text) <= 100 else text[:100] + "..."
+            return f"Header mismatch: Mcp-Param-{p.header} header {shown!r} does not match argument {p.arg!r}"
+    return None
+
+
+def decode_param(value: str) -> str | None:
+    """An Mcp-Param value: `=?base64?...?=` is strict Base64 of UTF-8 (None if not); anything else is literal."""
+    if len(value) > 10 and value.startswith(_BASE64_PREFIX) and value.endswith("?="):
+        try:
+            return base64.b64decode(value[9:-2], validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+    return value
+
+
+def _same(text: str, value: Any) -> bool:
+    """Header text against the body's value: strings as they are, booleans and numbers by their JSON text (a
+    number by value, so that `1e3` or `42.0` in the body matches a client's `1000` or `42`)."""
+    if type(value) is str:
+        return text == value
+    if type(value) is bool:
+        return text == ("true" if value else "false")
+    if type(value) is int and _INTEGER.fullmatch(text) is not None:
+        return int(text) == value
+    if type(value) in (int, float) and _NUMBER.fullmatch(text) is not None:
+        return bool(float(text) == value)
+    return False
 
 
 def decode_name(value: str | None) -> str | None:

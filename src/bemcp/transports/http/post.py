@@ -19,7 +19,7 @@ from bemcp.protocol.refusals import RefusedAnswer
 from bemcp.protocol.server import Server
 from bemcp.runtime.cancel import CancelReason
 from bemcp.transports import inflight
-from bemcp.transports.http.headers import McpHeaders
+from bemcp.transports.http.headers import McpHeaders, param_mismatch
 from bemcp.transports.http.options import HttpOptions
 from bemcp.transports.http.policies import BodySize, Checks, post_checks
 from bemcp.transports.http.wire import (
@@ -81,6 +81,8 @@ class Post:
         self.loop: asyncio.AbstractEventLoop | None = None
         # 2026-07-28 requests carry their own version and capabilities; they share one session-less peer.
         self.stateless_peer = Peer()
+        # The app's tools by name (App never rebinds the dict): whose x-mcp-header arguments to check.
+        self._tools = server.app.tools
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, h: McpHeaders) -> None:
         rejection = self._checks(h) or self._body_size(h)
@@ -126,11 +128,13 @@ class Post:
             )
             return
         if stateless:
-            await self._stateless(receive, send, msg, kind, h)
+            await self._stateless(scope, receive, send, msg, kind, h)
         else:
             await self._session(scope, receive, send, msg, kind, h)
 
-    async def _stateless(self, receive: Receive, send: Send, msg: Message, kind: Kind, h: McpHeaders) -> None:
+    async def _stateless(
+        self, scope: Scope, receive: Receive, send: Send, msg: Message, kind: Kind, h: McpHeaders
+    ) -> None:
         if kind is not Kind.REQUEST:
             # No client notification carries meaning on this wire (cancel = closing the stream).
             await plain(send, 202, b"")
@@ -149,6 +153,13 @@ class Post:
             await send_json(send, 400, jsonrpc.error(req_id, codes.INVALID_PARAMS, text))
             return
         mismatch = h.mismatch(msg)
+        if mismatch is None and msg["method"] == "tools/call":
+            # SEP-2243's Mcp-Param headers, inline (hot path): one dict lookup for a tool without x-mcp-header.
+            # The name is None or a str here: the Mcp-Name check above refused anything else.
+            params = msg["params"]
+            tool = self._tools.get(params.get("name"))
+            if tool is not None and tool.param_headers:
+                mismatch = param_mismatch(scope["headers"], tool.param_headers, params.get("arguments"))
         if mismatch is not None:
             await send_json(send, 400, jsonrpc.error(req_id, codes.HEADER_MISMATCH, mismatch))
             return
