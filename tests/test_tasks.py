@@ -293,3 +293,37 @@ async def test_a_listen_stream_naming_a_task_hears_its_status_changes() -> None:
         await asyncio.gather(stream, return_exceptions=True)
         refused = await s.error("subscriptions/listen", {"notifications": {"taskIds": [task_id]}}, tasks=False)
         assert refused["code"] == codes.MISSING_REQUIRED_CLIENT_CAPABILITY
+
+
+async def test_a_task_past_its_ttl_is_unknown_and_then_swept() -> None:
+    app, _ = make_app()
+    async with served(app, ttl_s=0.5, sweep_interval_s=0.2) as s:
+        task_id = (await s.result("tools/call", {"name": "work", "arguments": {"seconds": 0}}))["taskId"]
+        done = await s.settled(task_id)
+        assert done["ttlMs"] == 500 and done["status"] == "completed"
+        await asyncio.sleep(0.6)
+        gone = await s.error("tasks/get", {"taskId": task_id})
+        assert gone["code"] == codes.INVALID_PARAMS
+        for _ in range(50):
+            if s.runner._sweeper.swept:
+                break
+            await asyncio.sleep(0.05)
+        assert s.runner._sweeper.swept >= 1
+
+
+async def test_huge_input_responses_get_a_clear_error_and_the_task_keeps_waiting() -> None:
+    app, _ = make_app()
+    async with served(app) as s:
+        task_id = (await s.result("tools/call", {"name": "ask", "arguments": {}}))["taskId"]
+        pending = await s.until(task_id, lambda t: t["status"] == "input_required")
+        (key,) = pending["inputRequests"]
+        many = {f"k{i}": {"action": "accept"} for i in range(5000)}
+        err = await s.error("tasks/update", {"taskId": task_id, "inputResponses": many})
+        assert err["code"] == codes.INVALID_PARAMS and "at most" in err["message"]
+        big = {key: {"action": "accept", "content": {"ok": "x" * 3_000_000}}}
+        err = await s.error("tasks/update", {"taskId": task_id, "inputResponses": big})
+        assert err["code"] == codes.INVALID_PARAMS and key in err["message"]
+        still = await s.result("tasks/get", {"taskId": task_id})
+        assert still["status"] == "input_required" and list(still["inputRequests"]) == [key]
+        await s.result("tasks/cancel", {"taskId": task_id})
+        assert (await s.settled(task_id))["status"] == "cancelled"

@@ -182,3 +182,24 @@ def test_a_dead_worker_s_tasks_are_failed_by_the_survivor_when_its_lease_ends(tm
             doomed.proc.wait(10)
         got = cs.until(task_id, lambda t: t["status"] in TERMINAL, timeout=20)
         assert got["status"] == "failed" and "stopped answering" in got["error"]["message"]
+
+
+@pytest.mark.slow
+def test_sigterm_drains_tasks_up_to_the_drain_timeout(tmp_path: Path) -> None:
+    opts = ("--state-dir", str(tmp_path / "state"), "--worker-id", "w1", "--drain-timeout", "2")
+    with serve(tmp_path, *opts) as first, client(first) as c:
+        short = c.start("work", seconds=1, text="drained")
+        long = c.start("work", seconds=60, text="never")
+        resumable = c.start("again", seconds=60, text="later")
+        time.sleep(0.1)
+        started = time.monotonic()
+        first.proc.send_signal(signal.SIGTERM)
+        first.proc.wait(20)
+        took = time.monotonic() - started
+    assert took < 8, f"the drain took {took:.1f}s with --drain-timeout 2"
+    with serve(tmp_path, *opts) as second, client(second) as c:
+        got = c.get(short)
+        assert got["status"] == "completed" and got["result"]["content"][0]["text"] == "drained"
+        got = c.get(long)
+        assert got["status"] == "failed", got
+        assert c.get(resumable)["status"] == "working"  # left for this start to run again

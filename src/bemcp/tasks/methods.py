@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 Result = dict[str, Any]
 LIST_PAGE = 50
+MAX_RESPONSES = 1000  # keys in one tasks/update: far more than any task asks at once
 _REQUIRED: dict[str, Any] = {"requiredCapabilities": {"extensions": {wire.EXTENSION: {}}}}
 
 
@@ -135,6 +136,8 @@ class TaskMethods:
         responses = params.get("inputResponses")
         if not isinstance(responses, dict):
             raise InvalidParams("params.inputResponses must be an object")
+        if len(responses) > MAX_RESPONSES:
+            raise InvalidParams(f"params.inputResponses has {len(responses)} keys; at most {MAX_RESPONSES}")
         task_id, rec = await self._record(params, ex)
         pending = rec.input_requests or {}
         checked = {k: inputrequests.check_answer(k, pending[k], v) for k, v in responses.items() if k in pending}
