@@ -5,6 +5,7 @@ concurrency."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import json
 import sqlite3
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 
 from bemcp.tasks.memstore import MemoryTaskStore
-from bemcp.tasks.model import TaskRecord, TaskStatus, new_task_id
+from bemcp.tasks.model import TaskIds, TaskRecord, TaskStatus, new_task_id
 from bemcp.tasks.redisstore import RedisTaskStore
 from bemcp.tasks.sqlitestore import SqliteTaskStore
 from bemcp.tasks.store import TaskNotFound, TaskStore
@@ -81,9 +82,11 @@ async def store_and_clock(request: pytest.FixtureRequest, tmp_path: Path) -> Asy
 
 
 async def test_ids_are_128_random_bits() -> None:
-    ids = {new_task_id() for _ in range(10_000)}
-    assert len(ids) == 10_000
-    assert all(len(i) == 22 for i in ids)  # 16 bytes, URL-safe base64 without padding
+    source = TaskIds(batch=7)  # a batch that does not divide the count: refills mid-way
+    for ids in ({new_task_id() for _ in range(10_000)}, {source.next() for _ in range(10_000)}):
+        assert len(ids) == 10_000
+        assert all(len(i) == 22 for i in ids)  # 16 bytes, URL-safe base64 without padding
+        assert all(len(base64.urlsafe_b64decode(i + "==")) == 16 for i in ids)
 
 
 async def test_a_task_is_seen_by_its_owner_only(store_and_clock: tuple[TaskStore, Clock]) -> None:

@@ -35,7 +35,7 @@ from bemcp.runtime.pipeline import CallSpec, Suspended
 from bemcp.runtime.refusal import Refusal, RefusalReason
 from bemcp.tasks.factory import open_task_store
 from bemcp.tasks.live import LiveTask
-from bemcp.tasks.model import TaskRecord, TaskStatus, new_task_id
+from bemcp.tasks.model import TaskIds, TaskRecord, TaskStatus
 from bemcp.tasks.store import TaskNotFound, TaskStore
 from bemcp.tasks.sweeper import TaskSweeper
 
@@ -113,6 +113,7 @@ class TaskRunner:
         self._clock = clock
         self.store: TaskStore | None = None
         self.stats = TaskStats()
+        self._ids = TaskIds()
         self.live: dict[str, LiveTask] = {}
         self._sweeper: TaskSweeper | None = None
         self._tick: asyncio.Task[None] | None = None
@@ -200,7 +201,7 @@ class TaskRunner:
         now = self._clock()
         ttl = self.ttl_ms(ttl_ms)
         rec = TaskRecord(
-            new_task_id(),
+            self._ids.next(),
             owner,
             self.worker,
             spec.method,
