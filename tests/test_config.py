@@ -92,6 +92,11 @@ def test_bad_env_values_name_the_variable_and_the_range(
         ({"queue_size": -1}, "--queue-size must be a whole number at least 0, not -1"),
         ({"max_concurrency": 0}, "--max-concurrency must be a whole number from 1 to 1000000, not 0"),
         ({"max_body_bytes": "lots"}, "--max-body-bytes must be a whole number at least 1024, not 'lots'"),
+        (
+            {"task_store": "postgres"},
+            "--task-store: expected sqlite, memory, or a redis://HOST:PORT/DB URL, not 'postgres'",
+        ),
+        ({"max_tasks": 0}, "--max-tasks must be a whole number at least 1, not 0"),
         ({"memory_limit_mb": 0}, "--memory-limit-mb must be a number greater than 0, not 0"),
         ({"path": "mcp"}, "--path: must start with /, not 'mcp'"),
     ],

@@ -15,6 +15,7 @@ from bemcp.protocol import codes
 from bemcp.protocol.exchange import Exchange
 from bemcp.runtime.cancel import CancelReason
 from bemcp.runtime.runtime import RuntimeConfig
+from bemcp.tasks.runner import TaskStoreUnavailable
 from tests.tasks_harness import meta, served
 
 FORM = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
@@ -327,3 +328,12 @@ async def test_huge_input_responses_get_a_clear_error_and_the_task_keeps_waiting
         assert still["status"] == "input_required" and list(still["inputRequests"]) == [key]
         await s.result("tasks/cancel", {"taskId": task_id})
         assert (await s.settled(task_id))["status"] == "cancelled"
+
+
+async def test_a_store_that_cannot_open_stops_the_start_with_the_reason(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    app, _ = make_app()
+    with pytest.raises(TaskStoreUnavailable, match=r"cannot open the task store in .*a-file"):
+        async with served(app, store="sqlite", state_dir=str(blocker / "state")):
+            pass

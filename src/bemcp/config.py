@@ -171,6 +171,13 @@ class ServeSettings(BaseSettings):
             raise ValueError("not a number")
         return value
 
+    @field_validator("task_store")
+    @classmethod
+    def _store(cls, value: str) -> str:
+        if value in ("sqlite", "memory") or value.startswith(("redis://", "rediss://", "unix://")):
+            return value
+        raise ValueError("expected sqlite, memory, or a redis://HOST:PORT/DB URL")
+
     @field_validator("path")
     @classmethod
     def _absolute(cls, value: str) -> str:

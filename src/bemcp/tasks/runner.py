@@ -52,6 +52,10 @@ STOPPED = "the server stopped while the task ran"
 WORKER_LOST = "the server running the task stopped answering"
 
 
+class TaskStoreUnavailable(RuntimeError):
+    """The task store cannot be opened: the server does not start."""
+
+
 def _internal(message: str) -> dict[str, Any]:
     return {"code": codes.INTERNAL_ERROR, "message": message}
 
@@ -135,7 +139,12 @@ class TaskRunner:
         if self.store is not None:
             return
         store = self._given_store or open_task_store(self.config.store, self._state_dir)
-        await store.start()
+        try:
+            await store.start()
+        except OSError as e:  # an unwritable state dir, an unreachable Redis: say which store, and where
+            if self.config.store == "sqlite":
+                raise TaskStoreUnavailable(f"cannot open the task store in {self._state_dir}: {e}") from e
+            raise TaskStoreUnavailable(str(e)) from e
         self.store = store
         self._resume, self._resumable = resume, resumable
         try:
