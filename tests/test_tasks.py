@@ -337,3 +337,16 @@ async def test_a_store_that_cannot_open_stops_the_start_with_the_reason(tmp_path
     with pytest.raises(TaskStoreUnavailable, match=r"cannot open the task store in .*a-file"):
         async with served(app, store="sqlite", state_dir=str(blocker / "state")):
             pass
+
+
+async def test_concurrent_creations_never_pass_max_tasks(tmp_path: Path) -> None:
+    app, _ = make_app()
+    async with served(app, store="sqlite", state_dir=str(tmp_path), max_tasks=10) as s:
+        answers = await asyncio.gather(
+            *(s.rpc("tools/call", {"name": "work", "arguments": {"seconds": 30}}) for _ in range(40))
+        )
+        created = [a for a in answers if "result" in a]
+        refused = [a for a in answers if "error" in a]
+        assert len(created) == 10 and len(refused) == 30
+        assert {a["error"]["data"]["reason"] for a in refused} == {"task_limit"}
+        assert len(s.runner.live) == 10

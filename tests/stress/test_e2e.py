@@ -44,12 +44,16 @@ NODE22 = ROOT / ".cache/node22/node_modules/.bin/node"
 def check_third_party(report: dict[str, Any]) -> None:
     """What must hold of a quick run against any server that is not BE-MCP."""
     assert report["run"]["profile"] == "quick"
-    assert list(report["phases"]) == ["tsunami", "avalanche", "chaos", "rate", "soak"]
+    assert list(report["phases"]) == ["tsunami", "tasks", "avalanche", "chaos", "rate", "soak"]
     assert report["target"]["revision"] in KNOWN_REVISIONS
     assert report["target"]["alive_at_end"] is True and report["target"]["deaths"] == []
     # No allocate_memory tool: the avalanche has nothing to push with, and says so rather than guessing.
     assert report["phases"]["avalanche"]["status"] == "skipped"
     assert report["phases"]["avalanche"]["steps"] == []
+    # The tasks phase runs only where the server offers tasks (else it says why it skipped), and loses none.
+    tasks = report["phases"]["tasks"]
+    assert tasks["status"] in ("skipped", "completed"), tasks.get("notes")
+    assert tasks["results"]["lost"] == 0 and (tasks["status"] == "completed" or tasks.get("notes"))
     for name in ("tsunami", "chaos", "rate", "soak"):
         phase = report["phases"][name]
         assert phase["status"] == "completed", (name, phase.get("notes"))
@@ -278,7 +282,7 @@ def test_an_unusable_target_still_gets_a_report(tmp_path: Path, target: str, mes
     errors = [line for line in proc.stderr.splitlines() if line.startswith("bemcp stress:")]
     assert len(errors) == 1 and message in errors[0], proc.stderr
     assert all(p["status"] == "skipped" and p["steps"] == [] for p in report["phases"].values())
-    assert list(report["phases"]) == ["tsunami", "avalanche", "chaos", "rate", "soak"]
+    assert list(report["phases"]) == ["tsunami", "tasks", "avalanche", "chaos", "rate", "soak"]
     critical = [f["message"] for f in report["findings"] if f["severity"] == "critical"]
     assert any("could not use the target" in m and message in m for m in critical), critical
     assert report["summary"]["total_calls"] == 0
@@ -347,10 +351,13 @@ def test_embedded_quick_profile_like_make_run(tmp_path: Path) -> None:
     assert report["consistency"]["passed"] is True
     assert report["target"]["kind"] == "embedded" and report["target"]["revision"] == MODERN
     assert report["target"]["alive_at_end"] is True and report["target"]["deaths"] == []
-    # Every phase ran, the avalanche too: the embedded server has the workload tools.
+    # Every phase ran, the avalanche and the tasks too: the embedded server has the workload tools.
     assert {name: p["status"] for name, p in report["phases"].items()} == dict.fromkeys(
-        ("tsunami", "avalanche", "chaos", "rate", "soak"), "completed"
+        ("tsunami", "tasks", "avalanche", "chaos", "rate", "soak"), "completed"
     )
+    tasks = report["phases"]["tasks"]["results"]
+    assert tasks["tool"] == "task_job" and tasks["lost"] == 0 and tasks["steps"], tasks
+    assert "### Phase 2: Tasks" in (out / "report.md").read_text()
     assert report["phases"]["avalanche"]["results"]["rejected_above_mb"] is not None  # the budget held
     # The workload's echo carries the load, never the built-in server_health (it skips admission control).
     load = report["load"]

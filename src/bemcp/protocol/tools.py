@@ -121,7 +121,6 @@ class Tools:
         refused = self._calling.shed(tool.read_only)
         if refused is not None:
             raise refused
-        runner.check_capacity()
         requested = params.get("task")
         ttl = requested.get("ttl") if isinstance(requested, dict) else None
         request = None

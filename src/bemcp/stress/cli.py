@@ -11,7 +11,7 @@ from typing import Any
 from bemcp.protocol import versions
 from bemcp.stress.profiles import PROFILES
 
-PHASES = ("tsunami", "avalanche", "chaos", "rate", "soak")
+PHASES = ("tsunami", "tasks", "avalanche", "chaos", "rate", "soak")
 
 
 USAGE = "bemcp stress [options]\n       bemcp stress compare OLD.json NEW.json [--threshold PCT]"
@@ -100,6 +100,13 @@ def add_parser(sub: Any) -> None:
         metavar="N",
         help="apply HTTP load from N processes (this one and N-1 workers) when one process is the limit",
     )
+    p.add_argument(
+        "--chaos-restart",
+        action="store_true",
+        help="embedded target only: run it under --supervise (its task store under --out) and, in the tasks phase, "
+        "SIGKILL the server while tasks run; after the supervisor restarts it, every task must still answer "
+        "(completed with its own result, or failed saying the server restarted)",
+    )
     p.add_argument("--quiet", action="store_true", help="print only where the reports are and the verdict")
 
 
@@ -151,6 +158,7 @@ def main(argv: Sequence[str]) -> int:
         workers=args.workers,
         tools=tuple(tools),
         arguments=arguments,
+        chaos_restart=args.chaos_restart,
     )
     progress = Progress(quiet=args.quiet)
     try:

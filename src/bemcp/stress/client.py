@@ -15,6 +15,11 @@ carry (a duplicate, an id never sent, a response with no request outstanding) ar
 Revisions: 2026-07-28 (`MODERN`) puts the `_meta` envelope on every request and the routing headers on every
 POST; 2025-11-25 and older (`LEGACY`) run `initialize` + `notifications/initialized` once per client, then send
 `Mcp-Session-Id` and `MCP-Protocol-Version` on HTTP.
+
+Tasks (`tasks_client` builds on these): `HttpSession.task_request` sends a request whose 2026-07-28 envelope
+declares the `io.modelcontextprotocol/tasks` extension and elicitation (`TASK_CAPABILITIES`), routed by the task id
+(`Mcp-Name`); on 2025-11-25 it may pass `on_request`, which sees every request the server sends on that request's
+SSE stream (a task's questions on a `tasks/result` stream), and `HttpSession.respond` posts the answer back.
 """
 
 from __future__ import annotations
@@ -49,7 +54,17 @@ CLIENT_INFO: Final = {"name": "bemcp-stress", "version": __version__}
 _META_VERSION = versions.META_PROTOCOL_VERSION
 _META_CAPS = versions.META_CLIENT_CAPABILITIES
 _META_INFO = versions.META_CLIENT_INFO
-_NAME_PARAM = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+_NAME_PARAM = {
+    "tools/call": "name",
+    "prompts/get": "name",
+    "resources/read": "uri",
+    "tasks/get": "taskId",
+    "tasks/update": "taskId",
+    "tasks/cancel": "taskId",
+}
+TASKS_EXTENSION: Final = "io.modelcontextprotocol/tasks"
+# What a tasks client declares: the extension (2026-07-28: per request) and elicitation, to answer a task's questions.
+TASK_CAPABILITIES: Final[dict[str, Any]] = {"elicitation": {}, "extensions": {TASKS_EXTENSION: {}}}
 # An idle keep-alive connection older than this is dropped rather than reused: servers close idle
 # connections after a few seconds (uvicorn: 5 s), and a request racing that close would fail spuriously.
 _MAX_IDLE = 2.0
@@ -67,8 +82,10 @@ def is_stateless(revision: str) -> bool:
     return revision in MODERN_REVISIONS
 
 
-def stateless_meta(client_info: Mapping[str, Any] = CLIENT_INFO) -> dict[str, Any]:
-    return {_META_VERSION: MODERN, _META_CAPS: {}, _META_INFO: dict(client_info)}
+def stateless_meta(
+    client_info: Mapping[str, Any] = CLIENT_INFO, capabilities: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    return {_META_VERSION: MODERN, _META_CAPS: dict(capabilities or {}), _META_INFO: dict(client_info)}
 
 
 # -- request ids and the answers no call can carry --------------------------------------------------------
@@ -275,12 +292,13 @@ class _Sse:
     the first response is the answer and nothing is tallied.
     """
 
-    __slots__ = ("_buf", "_data", "_tally", "foreign", "found")
+    __slots__ = ("_buf", "_data", "_on_request", "_tally", "foreign", "found")
 
-    def __init__(self, tally: Tally | None = None) -> None:
+    def __init__(self, tally: Tally | None = None, on_request: Callable[[dict[str, Any]], None] | None = None) -> None:
         self._buf = b""
         self._data: list[bytes] = []
         self._tally = tally
+        self._on_request = on_request  # sees the server's requests on the stream (a task's questions)
         self.found: Any = None
         self.foreign: Any = None  # the first response with another id, while the wanted one has not come
 
@@ -310,6 +328,8 @@ class _Sse:
         except orjson.JSONDecodeError:
             return
         if not (isinstance(msg, dict) and "method" not in msg and ("result" in msg or "error" in msg)):
+            if self._on_request is not None and isinstance(msg, dict) and "method" in msg and "id" in msg:
+                self._on_request(msg)
             return  # a notification or a request of the server's: not an answer
         if want is None:
             if self.found is None:
@@ -357,6 +377,7 @@ class _Conn(asyncio.Protocol):
         self._headers_done = False
         self._on_done: Callable[[_Conn], None] | None = None
         self._grace: asyncio.TimerHandle | None = None
+        self._on_request: Callable[[dict[str, Any]], None] | None = None
 
     # asyncio.Protocol
 
@@ -413,7 +434,7 @@ class _Conn(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self._headers_done = True
         if self._headers.get(b"content-type", b"").startswith(b"text/event-stream"):
-            self._sse = _Sse(self._tally)
+            self._sse = _Sse(self._tally, self._on_request)
 
     def on_body(self, body: bytes) -> None:
         sse = self._sse
@@ -444,13 +465,16 @@ class _Conn(asyncio.Protocol):
 
     # used by the pool
 
-    def send(self, data: bytes, want: Any) -> asyncio.Future[HttpAnswer]:
+    def send(
+        self, data: bytes, want: Any, on_request: Callable[[dict[str, Any]], None] | None = None
+    ) -> asyncio.Future[HttpAnswer]:
         transport = self.transport
         if self.closed or transport is None or transport.is_closing():
             raise TransportError("the connection is closed", "connection_closed")
         waiter: asyncio.Future[HttpAnswer] = asyncio.get_running_loop().create_future()
         self._waiter = waiter
         self._want = want
+        self._on_request = on_request
         self._received = 0
         self.busy = True
         transport.write(data)
@@ -566,6 +590,7 @@ class HttpClient:
         self._sessions: set[HttpSession] = set()
         self._heads: dict[tuple[str, str | None], bytes] = {}
         self._meta = stateless_meta(self.client_info)
+        self._task_meta = stateless_meta(self.client_info, TASK_CAPABILITIES)
         self.revision = revision
         self.closed = False
 
@@ -592,10 +617,20 @@ class HttpClient:
 
     # -- framing ------------------------------------------------------------------------------------
 
-    def frame(self, method: str, req_id: Any, params: dict[str, Any] | None, *, name: str | None = None) -> bytes:
-        """A complete POST carrying one JSON-RPC request (or notification, when `req_id` is None)."""
+    def frame(
+        self,
+        method: str,
+        req_id: Any,
+        params: dict[str, Any] | None,
+        *,
+        name: str | None = None,
+        tasks: bool = False,
+    ) -> bytes:
+        """A complete POST carrying one JSON-RPC request (or notification, when `req_id` is None); `tasks`: the
+        2026-07-28 envelope declares the tasks extension and elicitation (`TASK_CAPABILITIES`)."""
         if self._stateless:
-            params = {**params, "_meta": self._meta} if params else {"_meta": self._meta}
+            meta = self._task_meta if tasks else self._meta
+            params = {**params, "_meta": meta} if params else {"_meta": meta}
             if name is None and params is not None:
                 key = _NAME_PARAM.get(method)
                 value = params.get(key) if key else None
@@ -608,8 +643,12 @@ class HttpClient:
         return self.post(orjson.dumps(msg), method, name)
 
     def post(self, body: bytes, method: str | None, name: str | None) -> bytes:
-        head = self._heads.get((method or "", name))
-        if head is None:
+        cached = self._heads.get((method or "", name))
+        if cached is not None:
+            head = cached
+        elif method is not None and method.startswith("tasks/"):
+            head = self._head(method, name)  # named by a task id: one head per task, not worth keeping
+        else:
             head = self._heads[(method or "", name)] = self._head(method, name)
         return head + b"%d\r\n\r\n" % len(body) + body
 
@@ -644,14 +683,17 @@ class HttpClient:
         finally:
             self.revision = saved
 
-    async def initialize(self, *, timeout: float, version: str = LEGACY) -> dict[str, Any]:
+    async def initialize(
+        self, *, timeout: float, version: str = LEGACY, capabilities: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
         """The handshake: `initialize`, then `notifications/initialized`. Returns the initialize answer.
 
-        On success the client speaks the version the server chose and joins the session it minted.
+        On success the client speaks the version the server chose and joins the session it minted. The load
+        declares no capabilities; the tasks phase's own session declares elicitation (`capabilities`).
         """
         self.revision = version
         self.mcp_session_id = None
-        params = {"protocolVersion": version, "capabilities": {}, "clientInfo": self.client_info}
+        params = {"protocolVersion": version, "capabilities": dict(capabilities or {}), "clientInfo": self.client_info}
         session = self.session()
         try:
             req_id = self.next_id()
@@ -763,6 +805,34 @@ class HttpSession:
             )
         return answer.message
 
+    async def task_request(
+        self,
+        method: str,
+        params: dict[str, Any],
+        *,
+        timeout: float,
+        on_request: Callable[[dict[str, Any]], None] | None = None,
+    ) -> tuple[Outcome, str | None, Any]:
+        """A raw request of the tasks protocol (2026-07-28: declaring the extension): its outcome and detail
+        (classified as any call's, without a result shape to check) and the JSON-RPC answer (None without one).
+
+        `on_request` sees each request the server sends on the answer's SSE stream (2025-11-25: a task's questions
+        on `tasks/result`); answer them with `respond`. Raises ClientError when no answer came.
+        """
+        client = self._client
+        req_id = client.next_id()
+        data = client.frame(method, req_id, params, tasks=True)
+        answer = await self.exchange(data, req_id, timeout, on_request=on_request)
+        outcome, detail = _matched(answer, req_id, None)
+        return outcome, detail, answer.message
+
+    async def respond(self, req_id: Any, result: dict[str, Any], *, timeout: float) -> int:
+        """Answer a request the server sent (2025-11-25: POST the JSON-RPC response); the HTTP status."""
+        client = self._client
+        body = orjson.dumps({"jsonrpc": "2.0", "id": req_id, "result": result})
+        answer = await self.exchange(client.post(body, None, None), None, timeout)
+        return answer.status
+
     async def send_raw(self, payload: bytes, *, kind: str, timeout: float) -> CallResult:
         start = time.monotonic()
         outcome, detail = await self._classified(
@@ -824,10 +894,19 @@ class HttpSession:
             return failure(e)
         return _matched(answer, want, method)
 
-    async def exchange(self, data: bytes, want: Any, timeout: float, *, reuse: bool = True) -> HttpAnswer:
+    async def exchange(
+        self,
+        data: bytes,
+        want: Any,
+        timeout: float,
+        *,
+        reuse: bool = True,
+        on_request: Callable[[dict[str, Any]], None] | None = None,
+    ) -> HttpAnswer:
         """Send one prepared request and wait for its response; raises ClientError (RequestTimeout on time-out).
 
-        `reuse=False` closes the connection afterwards (chaos payloads leave it in a state not worth trusting).
+        `reuse=False` closes the connection afterwards (chaos payloads leave it in a state not worth trusting);
+        `on_request` sees the server's requests on the answer's SSE stream.
         """
         if self._closed:
             raise TransportError("the session is closed", "closed")
@@ -841,7 +920,7 @@ class HttpSession:
                 self._drop(conn)
                 raise TransportError("the session is closed", "closed")
         try:
-            waiter = conn.send(data, want)
+            waiter = conn.send(data, want, on_request)
         except ClientError:
             self._drop(conn)
             raise

@@ -4,10 +4,13 @@ Gated metrics (a regression past the threshold fails the comparison):
 - throughput: peak and sustained, and each tsunami/rate/soak step matched by phase and level;
 - latency p50 and p99 of those matched steps (and of the whole run when both reports have it);
 - limits: max sustainable concurrency, saturation rate (none = never saturated, better than any rate);
-- error rates, whole run and per load phase.
+- error rates, whole run and per load phase;
+- tasks: max concurrent tasks, and lost tasks (any more than before is a regression, whatever the threshold).
 Shown but not gated, because they move with the run's shape rather than the server: the average throughput
 (it depends on the levels the adaptive ramp chose), steps past the old run's own limits (overload makes them
-noisy), the chaos error rate (errors by design), the largest accepted allocation.
+noisy), the chaos error rate (errors by design), the largest accepted allocation, and the tasks' completion times
+at matched levels (polling quantizes them to the poll interval). A report without a tasks phase compares as
+before: the tasks rows need the phase in both.
 
 A report that fails its own consistency checks cannot vouch for its numbers, so neither can a comparison with it:
 each report's checks are run again on the file (a report edited after it was written fails them even if it says
@@ -29,7 +32,7 @@ from bemcp.stress.report.checks import run_checks
 from bemcp.stress.report.jsonio import ReportFileError, read_json
 from bemcp.stress.report.models import ReportData
 
-Kind = Literal["rate", "latency", "level", "error_rate", "mb"]
+Kind = Literal["rate", "latency", "level", "error_rate", "mb", "count"]
 
 # A latency change smaller than this is timer noise on a fast server, whatever its relative size.
 LATENCY_FLOOR_MS = 1.0
@@ -81,6 +84,9 @@ def _row(
         if none_is_best and old != new:
             # A rate that never saturated (None) is better than any rate that did.
             worse, better = old is None, new is None
+    elif kind == "count":
+        # A count that must stay at zero (lost tasks): any increase is worse, any decrease better.
+        worse, better = (new > old, new < old) if higher is False else (new < old, new > old)
     elif kind == "error_rate":
         # Error rates move on the scale of the error budget: 0 → 0.05% is noise, 0 → 0.5% is not.
         scale = max(old, budget)
@@ -174,6 +180,7 @@ def compare(old: ReportData, new: ReportData, threshold: float) -> tuple[list[Ro
             higher=True,
             gated=False,
         )
+    _tasks_rows(old, new, add)
     for name in (*LOAD_PHASES, "chaos"):
         po, pn = _phase(old, name), _phase(new, name)
         if po and pn:
@@ -217,6 +224,30 @@ def compare(old: ReportData, new: ReportData, threshold: float) -> tuple[list[Ro
     return rows, any(r.regressed for r in rows)
 
 
+def _tasks_rows(old: ReportData, new: ReportData, add: Any) -> None:
+    """The tasks phase's rows, when both reports ran it (an older report without it is left out)."""
+    po, pn = _phase(old, "tasks"), _phase(new, "tasks")
+    if not (po and pn) or po.get("status") == "skipped" or pn.get("status") == "skipped":
+        return
+    ro, rn = po.get("results") or {}, pn.get("results") or {}
+    add(
+        "tasks: max concurrent tasks",
+        ro.get("max_concurrent_tasks"),
+        rn.get("max_concurrent_tasks"),
+        "level",
+        higher=True,
+    )
+    add("tasks: lost", ro.get("lost"), rn.get("lost"), "count", higher=False, none_is_best=False)
+    new_steps = {int(s["level"]): s for s in rn.get("steps") or []}
+    for s_old in ro.get("steps") or []:
+        s_new = new_steps.get(int(s_old["level"]))
+        done_old, done_new = s_old.get("complete_ms"), (s_new or {}).get("complete_ms")
+        if s_new is None or not done_old or not done_new:
+            continue
+        label = f"tasks @ {fmt.integer(s_old['level'])} tasks: completion p50"
+        add(label, done_old["p50"], done_new["p50"], "latency", higher=False, gated=False)
+
+
 def _show(value: float | None, kind: Kind, none_label: str = "—") -> str:
     if value is None:
         return none_label
@@ -228,6 +259,8 @@ def _show(value: float | None, kind: Kind, none_label: str = "—") -> str:
         return fmt.pct(value)
     if kind == "mb":
         return f"{fmt.number(value)} MB"
+    if kind == "count":
+        return fmt.integer(value)
     return fmt.number(value)
 
 

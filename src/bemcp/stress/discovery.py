@@ -11,6 +11,9 @@ Every skipped tool is kept with its reason for the report. A target with nothing
 On a BE-MCP target started with `--stress-tools`, `Discovery.workload` offers the workload tools with argument
 factories the phases use (`workload.sleep(0.05)`, `workload.allocate_memory(64, hold_seconds=0.5)`, ...).
 
+Task-capable tools (`execution.taskSupport` optional or required) are what the tasks phase calls
+(`Discovery.task_tools`): the same safety policy applies, except that requiring a task is no reason to skip one.
+
 Load goes to the target's *own* tools (`Discovery.ranked`): never to BE-MCP's built-in `server_health`, which
 skips admission control and would measure what no other call gets (`is_builtin`), and, on a server with tools of
 its own, not to the workload set either. `--tool` may still name a built-in (see `selection`).
@@ -63,6 +66,9 @@ MAX_TOOLS: Final = 10_000  # a listing past this is cut there: a hostile server 
 LIST_DEADLINE_S: Final = 60.0  # the whole listing, every page
 # Argument generation over every tool of a run: a server listing thousands of costly schemas is bounded too.
 RUN_ARGUMENT_STEPS: Final = 20 * argsgen.LIMITS.steps
+
+
+TASK_REQUIRED: Final = "requires task-augmented execution"
 
 
 class NoCallableTools(TargetError):
@@ -173,16 +179,23 @@ def rank_key(tool: Tool) -> tuple[bool, bool, int, int, str]:
     )
 
 
-def skip_reason(tool: Tool, *, allow_writes: bool, shared: Budget | None = None) -> str | None:
+def task_support(tool: Tool) -> str | None:
+    """The tool's `execution.taskSupport` (optional, required, forbidden), or None when it says nothing."""
+    execution = tool.raw.get("execution")
+    support = execution.get("taskSupport") if isinstance(execution, dict) else None
+    return support if isinstance(support, str) else None
+
+
+def skip_reason(tool: Tool, *, allow_writes: bool, shared: Budget | None = None, as_task: bool = False) -> str | None:
     """Why the tester must not call this tool, or None when it may (making its arguments' pool, when needed,
-    under its own budget and `shared`)."""
+    under its own budget and `shared`). `as_task`: called as a task (the tasks phase), so a tool that requires
+    task-augmented execution may be."""
     if tool.destructive:
         return "destructiveHint: never called"
     if not tool.read_only and not allow_writes:
         return "not marked readOnlyHint: called only with --allow-writes"
-    execution = tool.raw.get("execution")
-    if isinstance(execution, dict) and execution.get("taskSupport") == "required":
-        return "requires task-augmented execution"
+    if not as_task and task_support(tool) == "required":
+        return TASK_REQUIRED
     unsupported = tool.prepare(random.Random(0), shared=shared)
     if unsupported is not None:
         return f"cannot generate arguments: {unsupported}"
@@ -210,6 +223,10 @@ class Workload:
 
     def sleep(self, seconds: float) -> Call:
         return self._call("sleep", seconds=seconds)
+
+    def task_job(self, seconds: float, token: str, ask: bool = False) -> Call:
+        """A task that sleeps, asks `{"go": boolean}` when `ask`, and returns `token` (`token:<go>` when asked)."""
+        return self._call("task_job", seconds=seconds, token=token, ask=ask)
 
     def cpu_burn(self, milliseconds: int) -> Call:
         return self._call("cpu_burn", milliseconds=milliseconds)
@@ -288,6 +305,22 @@ class Discovery:
         """The tool for plain load: the best-ranked of the target's own tools; None when it has none."""
         ranked = self.ranked()
         return ranked[0] if ranked else None
+
+    def task_tools(self) -> list[Tool]:
+        """The tools that may run as tasks (`execution.taskSupport` optional or required) and that the safety
+        policy lets the tester call (requiring a task is no reason to skip one here), the target's own first (not
+        BE-MCP's workload set), then the cheapest-looking."""
+        capable = [t for t in self.tools if task_support(t) in ("optional", "required") and not is_builtin(t)]
+
+        def allowed(t: Tool) -> bool:
+            if t in self.callable:
+                return True
+            if self.skipped.get(t.name) != TASK_REQUIRED:
+                return False  # destructive, not read-only without --allow-writes, or no arguments
+            return t.name in self.fixed or t.prepare(random.Random(0)) is None
+
+        ok = [t for t in capable if allowed(t)]
+        return sorted(ok, key=lambda t: (t.name in WORKLOAD_TOOLS and self.workload is not None, rank_key(t)))
 
     def random_call(self, rng: random.Random, *, exclude: frozenset[str] = frozenset()) -> Call:
         """A seeded random call to one of the target's own tools (minus `exclude`), with fresh valid arguments.

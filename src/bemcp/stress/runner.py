@@ -27,6 +27,7 @@ from bemcp.stress.discovery import discover
 from bemcp.stress.load import SessionPool, raise_fd_limit
 from bemcp.stress.model import Finding, Thresholds
 from bemcp.stress.phases import PHASES, PhaseContext, PhaseOutcome
+from bemcp.stress.phases.tasks import empty_results as empty_tasks_results
 from bemcp.stress.profiles import PROFILES
 from bemcp.stress.progress import Progress
 from bemcp.stress.recorder import Recorder
@@ -34,13 +35,16 @@ from bemcp.stress.report import finalize, write_all
 from bemcp.stress.report.narrative import no_tool_sentence
 from bemcp.stress.sampler import Sampler
 from bemcp.stress.selection import SelectionError, ToolSpec, plan_load
-from bemcp.stress.targets import HttpTarget, Target, TargetError, parse_target
+from bemcp.stress.targets import EmbeddedTarget, HttpTarget, Target, TargetError, parse_target
 from bemcp.stress.workerpool import WorkerPool
 
-PHASE_ORDER = ("tsunami", "avalanche", "chaos", "rate", "soak")
+PHASE_ORDER = ("tsunami", "tasks", "avalanche", "chaos", "rate", "soak")
 # The embedded server budgets from a simulated 1 GiB container limit, so the avalanche reaches the
 # budget in seconds instead of allocating most of the host's memory.
 EMBEDDED_SERVE_ARGS = ("--memory-limit-mb", "1024")
+# Where the embedded server keeps its tasks (under --out), unless --serve-arg names a store: never the user's
+# $XDG_STATE_HOME, where one run's tasks would outlive it and be taken over by the next.
+EMBEDDED_STATE_DIR = "state"
 _SEVERITY = {"critical": 0, "warning": 1, "info": 2}
 
 
@@ -60,6 +64,7 @@ class StressOptions:
     workers: int = 1
     tools: tuple[ToolSpec, ...] = ()  # --tool NAME[=WEIGHT]
     arguments: dict[str, dict[str, Any]] = field(default_factory=dict)  # --args NAME=JSON
+    chaos_restart: bool = False  # --chaos-restart: the tasks phase SIGKILLs the supervised embedded server once
     command: str = field(default_factory=lambda: shlex.join(["bemcp", *sys.argv[1:]]))
 
 
@@ -76,6 +81,23 @@ class StressLog:
 
     def close(self) -> None:
         self._f.close()
+
+
+def embedded_serve_args(opts: StressOptions, out: Path) -> tuple[tuple[str, ...], Path | None]:
+    """The embedded server's extra `bemcp serve` flags, and the state dir (its task store) they give it.
+
+    `--serve-arg` replaces the defaults (the simulated memory limit); the task store goes under the report folder
+    unless those flags name one, and `--chaos-restart` adds `--supervise` (the supervisor restarts what it kills).
+    """
+    args = list(opts.serve_args) or list(EMBEDDED_SERVE_ARGS)
+    state_dir: Path | None = None
+    named = {a.split("=", 1)[0] for a in args}
+    if not named & {"--state-dir", "--task-store"}:
+        state_dir = (out / EMBEDDED_STATE_DIR).resolve()
+        args += ["--state-dir", str(state_dir)]
+    if opts.chaos_restart and "--supervise" not in named:
+        args.append("--supervise")
+    return tuple(args), state_dir
 
 
 def default_out() -> Path:
@@ -96,12 +118,16 @@ async def run(
     log = StressLog(out / "stress.log")
     try:
         raise_fd_limit()
-        serve_args = tuple(opts.serve_args) or EMBEDDED_SERVE_ARGS
+        serve_args, state_dir = embedded_serve_args(opts, out)
         target = parse_target(opts.target, serve_args=serve_args, log_dir=out, revision=opts.revision)  # type: ignore[arg-type]
         if opts.workers > 1 and not isinstance(target, HttpTarget):
             raise TargetError("--workers needs an HTTP target (embedded or http://...): a stdio server has one pipe")
+        if opts.chaos_restart and not isinstance(target, EmbeddedTarget):
+            raise TargetError("--chaos-restart needs the embedded target: the tester kills only a server it started")
+        if opts.chaos_restart and "tasks" not in opts.phases:
+            raise TargetError("--chaos-restart runs in the tasks phase: add tasks to --phases")
         log.event("run_started", options={k: str(v) for k, v in vars_of(opts).items()})
-        report = await _run(opts, target, log, say, progress)
+        report = await _run(opts, target, log, say, progress, state_dir if opts.target == "embedded" else None)
         paths = write_all(report, out)
         paths["log"] = out / "stress.log"
         log.event("run_finished", verdict=report["verdict"]["status"], consistency=report["consistency"]["passed"])
@@ -111,7 +137,12 @@ async def run(
 
 
 async def _run(
-    opts: StressOptions, target: Target, log: StressLog, say: Any, progress: Progress | None
+    opts: StressOptions,
+    target: Target,
+    log: StressLog,
+    say: Any,
+    progress: Progress | None,
+    state_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Start, discover, run the phases; the finalized report."""
     profile = PROFILES[opts.profile]
@@ -171,6 +202,8 @@ async def _run(
             deaths,
             plan,
             workers,
+            chaos_restart=opts.chaos_restart,
+            state_dir=state_dir,
         )
         phases: dict[str, dict[str, Any]] = {}
         try:
@@ -208,11 +241,19 @@ async def _run(
     finally:
         await target.close()
     totals = rec["totals"]
-    finalize(report, latency_ms=totals.get("latency_ms"), latency_hdr=totals.get("latency_hdr"))
+    # Without a step call (a run of the tasks phase alone) there is no latency to report: not zeros.
+    latency = totals.get("latency_ms") if totals.get("calls") else None
+    finalize(report, latency_ms=latency, latency_hdr=totals.get("latency_hdr"))
     return report
 
 
-_LEVEL_UNITS = {"tsunami": "concurrency", "avalanche": "MB", "chaos": "concurrency", "rate": "calls/s"}
+_LEVEL_UNITS = {
+    "tsunami": "concurrency",
+    "tasks": "tasks",
+    "avalanche": "MB",
+    "chaos": "concurrency",
+    "rate": "calls/s",
+}
 
 
 async def _unusable(
@@ -302,7 +343,9 @@ async def _run_phase(ctx: PhaseContext, name: str, log: StressLog, say: Any) -> 
     say(f"phase {name}")
     log.event("phase_started", phase=name)
     if ctx.deaths:
-        outcome = PhaseOutcome("skipped", "concurrency", _empty_results(name), ["the target had died"])
+        outcome = PhaseOutcome(
+            "skipped", _LEVEL_UNITS.get(name, "concurrency"), _empty_results(name), ["the target had died"]
+        )
     else:
         try:
             outcome = await PHASES[name](ctx)
@@ -310,7 +353,9 @@ async def _run_phase(ctx: PhaseContext, name: str, log: StressLog, say: Any) -> 
             ctx.findings.append(
                 Finding("critical", name, f"The {name} phase failed in the tester: {type(e).__name__}: {e}", {})
             )
-            outcome = PhaseOutcome("aborted", "concurrency", _empty_results(name), [f"tester error: {e}"])
+            outcome = PhaseOutcome(
+                "aborted", _LEVEL_UNITS.get(name, "concurrency"), _empty_results(name), [f"tester error: {e}"]
+            )
     duration = time.monotonic() - t_start
     log.event("phase_finished", phase=name, status=outcome.status, results=outcome.results, notes=outcome.notes)
     return {
@@ -327,6 +372,7 @@ async def _run_phase(ctx: PhaseContext, name: str, log: StressLog, say: Any) -> 
 def _empty_results(name: str) -> dict[str, Any]:
     empty: dict[str, dict[str, Any]] = {
         "tsunami": {"max_sustainable_concurrency": None},
+        "tasks": empty_tasks_results(),
         "avalanche": {"largest_accepted_mb": None, "rejected_above_mb": None, "rss_after_bytes": None},
         "chaos": {"survived": False, "answered_all": False},
         "rate": {"saturation_rate": None},
@@ -375,6 +421,7 @@ def _report(
             for k in s.get("kinds", {})
             if not k.startswith(("chaos:", "rpc:"))
         }
+        | _task_tools(report_phases)
     )
     kinds = {k: v["calls"] for k, v in rec["totals"]["kinds"].items()}
     return {
@@ -406,6 +453,13 @@ def _report(
             {"severity": f.severity, "phase": f.phase, "message": f.message, "data": f.data} for f in findings
         ],
     }
+
+
+def _task_tools(phases: dict[str, Any]) -> set[str]:
+    """The tool the tasks phase called as tasks, when it made any call (its calls are not steps)."""
+    results = (phases.get("tasks") or {}).get("results") or {}
+    tool = results.get("tool")
+    return {tool} if isinstance(tool, str) and results.get("calls") else set()
 
 
 def _client_side_events(rec: dict[str, Any]) -> dict[str, Any]:
@@ -475,6 +529,23 @@ def _limits(phases: dict[str, Any], samples: list[Any]) -> list[dict[str, Any]]:
                 "phase": "avalanche",
                 "confidence": "medium",
                 "how": "doubling allocate_memory sizes until the server refused one",
+            }
+        )
+    tk = phases.get("tasks")
+    if tk is not None and tk["status"] != "skipped" and tk["results"].get("steps"):
+        r = tk["results"]
+        top = max(int(s["level"]) for s in r["steps"])
+        ceiling = r.get("first_bad_level") is None
+        limits.append(
+            {
+                "name": "max concurrent tasks",
+                "value": r["max_concurrent_tasks"],
+                "unit": "tasks",
+                "phase": "tasks",
+                "confidence": "medium" if ceiling else "high",
+                "how": "the highest step of concurrent tasks with none lost, errors within the budget and most "
+                "creations accepted"
+                + (f" (the ramp's ceiling, {top}: the true limit may be higher)" if ceiling else ""),
             }
         )
     limit_samples = [s.concurrency_limit for s in samples if s.concurrency_limit]

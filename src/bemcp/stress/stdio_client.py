@@ -28,6 +28,7 @@ from bemcp.stress.client import (
     CLIENT_INFO,
     LEGACY,
     MODERN,
+    TASK_CAPABILITIES,
     ClientError,
     RequestIds,
     RequestTimeout,
@@ -74,6 +75,7 @@ class StdioClient:
         self._limit = max_message_bytes
         self.client_info = dict(client_info)
         self._meta = stateless_meta(self.client_info)
+        self._task_meta = stateless_meta(self.client_info, TASK_CAPABILITIES)
         self.ids = RequestIds(id_base)
         self.tally = Tally()
         self._given_up: set[Any] = set()
@@ -131,9 +133,19 @@ class StdioClient:
     def next_id(self) -> int:
         return self.ids.next()
 
-    def frame(self, method: str, req_id: Any, params: dict[str, Any] | None, *, stateless: bool | None = None) -> bytes:
+    def frame(
+        self,
+        method: str,
+        req_id: Any,
+        params: dict[str, Any] | None,
+        *,
+        stateless: bool | None = None,
+        tasks: bool = False,
+    ) -> bytes:
+        """One JSON-RPC line; `tasks`: the 2026-07-28 envelope declares the tasks extension and elicitation."""
         if self._stateless if stateless is None else stateless:
-            params = {**params, "_meta": self._meta} if params else {"_meta": self._meta}
+            meta = self._task_meta if tasks else self._meta
+            params = {**params, "_meta": meta} if params else {"_meta": meta}
         msg: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
         if req_id is not None:
             msg["id"] = req_id
@@ -447,6 +459,15 @@ class StdioSession:
         client = self._client
         req_id = client.next_id()
         return await client.roundtrip(client.frame(method, req_id, params), req_id, timeout)
+
+    async def task_request(self, method: str, params: dict[str, Any], *, timeout: float) -> dict[str, Any]:
+        """A raw request of the tasks protocol (2026-07-28: declaring the extension); the whole response message.
+
+        Over stdio the server's requests are answered by the client's reader (method not found): a 2025-11-25 task
+        cannot ask its questions here (the handshake declared no elicitation)."""
+        client = self._client
+        req_id = client.next_id()
+        return await client.roundtrip(client.frame(method, req_id, params, tasks=True), req_id, timeout)
 
     async def send_raw(self, payload: bytes, *, kind: str, timeout: float) -> CallResult:
         """Write the payload as one line (newlines inside it become spaces) and classify the answer.

@@ -118,6 +118,7 @@ class TaskRunner:
         self.store: TaskStore | None = None
         self.stats = TaskStats()
         self._ids = TaskIds()
+        self._creating = 0  # creations between the capacity check and the launch (the store write is awaited)
         self.live: dict[str, LiveTask] = {}
         self._sweeper: TaskSweeper | None = None
         self._tick: asyncio.Task[None] | None = None
@@ -184,13 +185,13 @@ class TaskRunner:
 
     def check_capacity(self) -> None:
         """Refuse a new task at `--max-tasks` (the documented overload error, reason task_limit)."""
-        if len(self.live) >= self.config.max_tasks:
+        if len(self.live) + self._creating >= self.config.max_tasks:
             self.stats.refused += 1
             raise Refusal(
                 RefusalReason.TASK_LIMIT,
                 1000,
                 self.config.max_tasks,
-                len(self.live),
+                len(self.live) + self._creating,
                 0,
                 message=f"Server busy: {self.config.max_tasks} tasks are unfinished (--max-tasks); retry later",
             )
@@ -222,7 +223,13 @@ class TaskRunner:
             self.config.poll_interval_ms,
             request=request,
         )
-        await store.create(rec)
+        # Counted from the check on: concurrent creations awaiting their store write cannot pass --max-tasks.
+        self.check_capacity()
+        self._creating += 1
+        try:
+            await store.create(rec)
+        finally:
+            self._creating -= 1
         self.stats.created += 1
         self._launch(rec, spec, body, resumable)
         return rec

@@ -6,6 +6,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from bemcp.stress.discovery import Discovery
@@ -54,6 +55,8 @@ class PhaseContext:
     memo: dict[str, Any] = field(default_factory=dict)  # what one phase learns for the next (e.g. throughput)
     # This process's share of the tally that steps have been given; the rest came outside any step.
     attributed: dict[str, int] = field(default_factory=dict)
+    chaos_restart: bool = False  # --chaos-restart: the tasks phase kills the (supervised) embedded server once
+    state_dir: Path | None = None  # the embedded server's --state-dir (its task store), when the tester chose it
 
     def load_call(self) -> Mix:
         return self.plan.mix

@@ -400,6 +400,20 @@ def check_limits(report: ReportData) -> CheckResult:
             )
     backed("avalanche", "largest_accepted_mb", lambda st: st["outcomes"]["ok"] > 0, "was accepted")
     backed("avalanche", "rejected_above_mb", lambda st: st["outcomes"]["ok"] == 0, "was refused")
+    tasks = (phases.get("tasks") or {}).get("results") or {}
+    for key, want, what in (
+        ("max_concurrent_tasks", True, "was good"),
+        ("first_bad_level", False, "was bad (lost tasks, errors past the budget, or most creations refused)"),
+    ):
+        level = tasks.get(key)
+        if level is None:
+            continue
+        checked += 1
+        at = [st for st in tasks.get("steps") or [] if st["level"] == level]
+        if not at:
+            v.add(f"tasks.{key} = {level} is not the level of any step")
+        elif not any(st["good"] is want for st in at):
+            v.add(f"tasks.{key} = {level}: no step at that level {what}")
     ran = set(phases) | {"run"}
     for limit in report["limits"]:
         if limit["phase"] not in ran:

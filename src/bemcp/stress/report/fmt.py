@@ -109,7 +109,7 @@ def value(x: Any, unit: str = "") -> str:
         return ms(x)
     if unit == "fraction":
         return pct(x)
-    if unit in ("calls", "findings", "callers") and x == 1:
+    if unit in ("calls", "findings", "callers", "tasks") and x == 1:
         unit = unit[:-1]  # "1 call", not "1 calls"
     return f"{number(x)} {unit}".strip()
 

@@ -19,6 +19,7 @@ from . import fmt
 from .models import ReportData
 from .narrative import (
     PHASE_TITLES,
+    TASK_TABLE_HEADER,
     TESTER_FLAGS,
     key_numbers,
     load_rows,
@@ -26,6 +27,8 @@ from .narrative import (
     measured,
     recommendations,
     step_flags,
+    task_lines,
+    task_rows,
 )
 from .schema import validate
 from .summary import bucket_rate, phase_items, step_errors
@@ -445,6 +448,13 @@ def _phase_result_line(name: str, r: Mapping[str, Any]) -> str:
             f"Survived <b>{'yes' if r['survived'] else 'no'}</b>, answered everything "
             f"<b>{'yes' if r['answered_all'] else 'no'}</b>"
         )
+    if name == "tasks":
+        if not r.get("steps"):
+            return ""
+        return (
+            f"Max concurrent tasks <b>{_e(fmt.number(r['max_concurrent_tasks']))}</b>, lost "
+            f"<b>{_e(fmt.integer(r['lost']))}</b>"
+        )
     if name == "soak":
         slope = r["rss_slope_bytes_per_s"]
         return f"Leak verdict <b>{_e(r['leak_verdict'])}</b>" + (
@@ -500,11 +510,27 @@ def _phases(report: ReportData) -> str:
             "",
         ]
         table = _table(header, rows, numeric=tuple(range(13)), bad_rows=bad) if rows else "<p>No steps.</p>"
+        count = len(steps)
+        if name == "tasks" and phase["results"].get("steps"):
+            results = phase["results"]
+            count = len(results["steps"])
+            lost = [i for i, st in enumerate(results["steps"]) if st["lost"] or not st["good"]]
+            table = (
+                "".join(f'<p class="sub">{_code(line)}</p>' for line in task_lines(results))
+                + _table(
+                    list(TASK_TABLE_HEADER),
+                    [[_e(c) for c in row] for row in task_rows(results)],
+                    numeric=tuple(range(12)),
+                    bad_rows=lost,
+                )
+                + '<p class="cap">Done: from a creation\'s send to the poll that saw the task completed (within a poll '
+                "interval); percentiles are exact. A refusal is the server's clean overload answer, not a loss.</p>"
+            )
         notes = "".join(f"<li>{_e(n)}</li>" for n in phase.get("notes") or [])
         out.append(
             f'<div class="panel"><h3>{_e(name.capitalize())}: {_e(PHASE_TITLES.get(name, name))}</h3>'
             f'<p class="sub">{_e(phase["status"])} · {_e(fmt.seconds(phase["duration_s"]))} · '
-            f"{fmt.plural(len(steps), 'step')} · "
+            f"{fmt.plural(count, 'step')} · "
             f"{_phase_result_line(name, phase['results'])}</p>"
             f"<details open><summary>steps</summary>{table}</details>"
             + (f"<ul>{notes}</ul>" if notes else "")

@@ -9,7 +9,18 @@ from typing import Any
 
 from . import fmt
 from .models import ReportData
-from .narrative import PHASE_TITLES, key_numbers, load_rows, load_sentence, measured, recommendations, step_flags
+from .narrative import (
+    PHASE_TITLES,
+    TASK_TABLE_HEADER,
+    key_numbers,
+    load_rows,
+    load_sentence,
+    measured,
+    recommendations,
+    step_flags,
+    task_lines,
+    task_rows,
+)
 from .schema import validate
 from .summary import phase_items, step_errors
 
@@ -120,8 +131,9 @@ def _method(report: ReportData) -> str:
         "- **Phases run**: " + ", ".join(run["phases"]) + ".",
     ]
     for name, phase in phase_items(report):
+        steps = phase["steps"] if name != "tasks" else (phase["results"].get("steps") or [])
         lines.append(
-            f"  - *{name}*: {PHASE_TITLES.get(name, name)}; {fmt.plural(len(phase['steps']), 'step')}, levels in "
+            f"  - *{name}*: {PHASE_TITLES.get(name, name)}; {fmt.plural(len(steps), 'step')}, levels in "
             f"{phase['level_unit']}."
         )
     lines.append(f"- **Reproduce**: `{run['command']}` (seed {run['seed']}).\n")
@@ -196,6 +208,8 @@ def _phase_results(name: str, results: Mapping[str, Any]) -> list[str]:
         if ops:
             out.append("Mix: " + ", ".join(f"{k} {fmt.integer(v)}" for k, v in ops.items()))
         return out
+    if name == "tasks":
+        return [f"**{line}**" if i == 0 else line for i, line in enumerate(task_lines(r))]
     if name == "soak":
         slope = r["rss_slope_bytes_per_s"]
         return [
@@ -258,6 +272,12 @@ def _phases(report: ReportData) -> str:
                     ]
                 )
             out.append(_table(header, rows))
+        if name == "tasks" and phase["results"].get("steps"):
+            out.append(_table(TASK_TABLE_HEADER, task_rows(phase["results"])))
+            out.append(
+                "*Done* is from a creation's send to the poll that saw the task completed (within a poll interval); "
+                "percentiles are exact. A refusal is the server's clean overload answer, not a loss.\n"
+            )
         for note in phase.get("notes") or []:
             out.append(f"> {note}\n")
     return "\n".join(out) + "\n---\n"

@@ -266,7 +266,8 @@ class Criterion(Closed):
     threshold: str = Field(description="the rule, e.g. `≤ 1000 ms`")
     measured: float | str | bool | None = Field(description="the measured value; null when not measured")
     unit: str | None = Field(
-        description="the unit of a numeric `measured`: `ms`, `fraction`, `bytes`, `calls`, `findings`; null for text"
+        description="the unit of a numeric `measured`: `ms`, `fraction`, `bytes`, `calls`, `findings`, `tasks`; null "
+        "for text"
     )
     threshold_value: float | MISSING | None = Field(
         MISSING,

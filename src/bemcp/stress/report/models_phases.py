@@ -11,7 +11,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from pydantic import MISSING, BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-PhaseName = Literal["tsunami", "avalanche", "chaos", "rate", "soak"]
+PhaseName = Literal["tsunami", "tasks", "avalanche", "chaos", "rate", "soak"]
 ErrorKind = Literal["tool_error", "overload", "protocol_error", "timeout", "transport_error"]
 
 
@@ -269,11 +269,225 @@ class SoakResults(Closed):
     )
 
 
-ResultsT = TypeVar("ResultsT", TsunamiResults, AvalancheResults, ChaosResults, RateResults, SoakResults)
+_COUNT = Annotated[int, Field(ge=0, description="tasks")]
+_REASONS = "by reason"
+
+
+class TaskPercentiles(Closed):
+    """p50 and p99, exact (nearest rank), in milliseconds."""
+
+    p50: float = Field(ge=0, description="the median, ms")
+    p99: float = Field(ge=0, description="the 99th percentile, ms")
+
+
+class TasksStep(Closed):
+    """One step of the tasks phase: `level` tasks created at once and followed to their end."""
+
+    level: int = Field(ge=1, description="the tasks asked for at once")
+    duration_s: float = Field(
+        ge=0, description="seconds from the first creation to the last task's end (or the deadline)"
+    )
+    created: int = Field(
+        ge=0,
+        description="creations that made a task (a CreateTaskResult with its id); every creation is one of created, "
+        "refused, create_errors, sync_results, which sum to `level`",
+    )
+    refused: int = Field(
+        ge=0, description="creations refused with the documented overload error (-32050, e.g. `task_limit`): not a loss"
+    )
+    refusal_reasons: dict[Annotated[str, Field(description="reason")], _COUNT] = Field(
+        description=f"refusals {_REASONS} (`data.reason`: task_limit, concurrency_limit, …)"
+    )
+    create_errors: int = Field(ge=0, description="creations that got any other error, or no answer")
+    sync_results: int = Field(ge=0, description="creations the server answered at once with a plain result (no task)")
+    completed: int = Field(ge=0, description="tasks that ended completed")
+    failed: int = Field(ge=0, description="tasks that ended failed")
+    cancelled: int = Field(ge=0, description="tasks that ended cancelled")
+    unresolved: int = Field(
+        ge=0,
+        description="tasks the tester never saw end: their id stopped resolving (-32602), or the deadline passed; "
+        "every created task is one of completed, failed, cancelled, unresolved, which sum to `created`",
+    )
+    lost: int = Field(
+        ge=0,
+        description="tasks lost: an id that stopped resolving before its TTL, a completed result that is not the "
+        "task's own (or no CallToolResult), or a task that never ended before the deadline",
+    )
+    lost_reasons: dict[Annotated[str, Field(description="reason")], _COUNT] = Field(
+        description="lost tasks by reason: `unknown_id`, `wrong_result`, `no_result`, `never_finished`"
+    )
+    failed_restarted: int = Field(ge=0, description="failed tasks whose error says the server restarted")
+    asked: int = Field(ge=0, description="tasks that asked for input (input_required)")
+    answers: int = Field(
+        ge=0,
+        description="input responses the server took (`tasks/update` on 2026-07-28, answers posted on the "
+        "`tasks/result` stream on 2025-11-25)",
+    )
+    cancels_sent: int = Field(ge=0, description="tasks the tester cancelled (`tasks/cancel`)")
+    cancels_won: int = Field(
+        ge=0,
+        description="of those, the ones that ended cancelled (the others finished first: completed with their own "
+        "result is no loss)",
+    )
+    unrequested_cancels: int = Field(
+        ge=0, description="tasks that ended cancelled though the tester never cancelled them"
+    )
+    requests: dict[Annotated[str, Field(description="method")], Annotated[int, Field(ge=0, description="requests")]] = (
+        Field(description="requests sent, by method (tools/call, tasks/get, tasks/update, tasks/cancel, tasks/result)")
+    )
+    request_errors: int = Field(
+        ge=0, description="polls, updates and cancels that got no usable answer (retried: a restart, an overload)"
+    )
+    error_details: dict[
+        Annotated[str, Field(description="outcome:detail")], Annotated[int, Field(ge=0, description="requests")]
+    ] = Field(description="creation errors and request errors, as `outcome:detail`")
+    create_ms: TaskPercentiles | None = Field(
+        description="latency of the creations that made a task, ms; null without any"
+    )
+    complete_ms: TaskPercentiles | None = Field(
+        description="from a creation's send to the poll that saw the task completed (so within a poll interval), ms, "
+        "of the tasks completed with their own result; null without any"
+    )
+    store_tasks_before: int | None = Field(
+        ge=0,
+        description="the tasks the target says it has created since it started, before the step (BE-MCP's /metrics "
+        '`bemcp_task_events_total{event="created"}`); null when it does not say',
+    )
+    store_tasks_after: int | None = Field(ge=0, description="the same after the step (the growth: the step's tasks)")
+    store_bytes_before: int | None = Field(
+        ge=0,
+        description="bytes of the embedded server's task store (its SQLite files under the report folder) before "
+        "the step; null for other targets",
+    )
+    store_bytes_after: int | None = Field(ge=0, description="the same after the step")
+    unfinished_peak: int = Field(
+        ge=0,
+        description="the most of the step's tasks certainly unfinished at once: each was unfinished from its "
+        "creation's answer to the send of the last poll that found it unfinished, and this is the most such spans "
+        "that overlap (a lower bound of what the server held: a task that ended before its first poll counts for "
+        "nothing)",
+    )
+    good: bool = Field(
+        description="no task lost, create errors + failed (not for a restart) + unresolved within the error budget, "
+        "and at most half of the creations refused"
+    )
+
+    @model_validator(mode="after")
+    def _counts_add_up(self) -> TasksStep:
+        if self.created + self.refused + self.create_errors + self.sync_results != self.level:
+            raise field_rule("created", "created + refused + create_errors + sync_results must equal level")
+        if self.completed + self.failed + self.cancelled + self.unresolved != self.created:
+            raise field_rule("completed", "completed + failed + cancelled + unresolved must equal created")
+        if sum(self.lost_reasons.values()) != self.lost:
+            raise field_rule("lost", "lost must be the sum of lost_reasons")
+        return self
+
+
+class ChaosRestart(Closed):
+    """`--chaos-restart`: the server child SIGKILLed while tasks ran, and what every task said afterwards."""
+
+    performed: bool = Field(description="the kill happened (false: see `reason`)")
+    reason: str = Field(description="what was done, or why it was not")
+    tasks: int = Field(ge=0, description="tasks of the round (a quarter with no work, finished before the kill)")
+    lost: int = Field(
+        ge=0,
+        description="tasks lost: as in a step, plus a task that had ended before the kill and no longer shows the "
+        "same end (or result) after it",
+    )
+    lost_reasons: dict[Annotated[str, Field(description="reason")], _COUNT] = Field(
+        description="lost tasks by reason (`lost_after_restart`: ended before the kill, changed or gone after it)"
+    )
+    pid_before: int | MISSING = Field(MISSING, ge=1, description="the server's pid that was killed")
+    pid_after: int | MISSING | None = Field(
+        MISSING, ge=1, description="the restarted server's pid; null if it did not come back"
+    )
+    back_after_s: float | MISSING | None = Field(
+        MISSING, ge=0, description="seconds from the kill until the new server answered /healthz and server_health"
+    )
+    ended_before_kill: int | MISSING = Field(MISSING, ge=0, description="tasks that had ended before the kill")
+    running_at_kill: int | MISSING = Field(MISSING, ge=0, description="tasks with work in progress at the kill")
+    rechecked: int | MISSING = Field(MISSING, ge=0, description="ended-before tasks looked up again after it")
+    created: int | MISSING = Field(MISSING, ge=0, description="creations that made a task")
+    completed: int | MISSING = Field(MISSING, ge=0, description="tasks that ended completed")
+    failed: int | MISSING = Field(MISSING, ge=0, description="tasks that ended failed")
+    failed_restarted: int | MISSING = Field(
+        MISSING, ge=0, description="failed tasks whose error says the server restarted (not a loss)"
+    )
+    cancelled: int | MISSING = Field(MISSING, ge=0, description="tasks that ended cancelled")
+    unresolved: int | MISSING = Field(MISSING, ge=0, description="tasks never seen to end")
+    answers: int | MISSING = Field(MISSING, ge=0, description="input responses the server took")
+    request_errors: int | MISSING = Field(
+        MISSING, ge=0, description="requests without a usable answer (the restart window: retried)"
+    )
+    complete_ms: TaskPercentiles | MISSING | None = Field(
+        MISSING, description="creation to completion of the round's tasks completed with their own result, ms"
+    )
+    duration_s: float | MISSING = Field(MISSING, ge=0, description="seconds the round took")
+
+
+class TasksResults(Closed):
+    """Results of the tasks phase."""
+
+    max_concurrent_tasks: int | None = Field(
+        ge=0,
+        description="the highest step (tasks at once) that was good: none lost, errors within the budget, most "
+        "creations accepted; null if even the first was not (or the phase did not run)",
+    )
+    lost: int = Field(ge=0, description="tasks lost over every step and the chaos restart: any is a FAIL")
+    steps: list[TasksStep] = Field(description="the steps, in the order they ran")
+    server_max_tasks: int | MISSING | None = Field(
+        MISSING,
+        ge=1,
+        description="the server's own limit of unfinished tasks, as its task_limit refusals (`data.limit`) or its "
+        "health (BE-MCP: `tasks.max_tasks`) state it; a step's `unfinished_peak` above it is a limit not kept (a "
+        "warning); null when it does not say",
+    )
+    tool: str | MISSING = Field(MISSING, description="the task-capable tool called (BE-MCP: `task_job`)")
+    protocol: Literal["2026-07-28", "2025-11-25"] | MISSING = Field(
+        MISSING,
+        description="`2026-07-28`: the io.modelcontextprotocol/tasks extension (tasks/get, tasks/update, "
+        "tasks/cancel); `2025-11-25`: params.task, tasks/get, tasks/result, tasks/cancel",
+    )
+    task_seconds: float | MISSING = Field(MISSING, ge=0, description="the work of each task_job, seconds")
+    ask_fraction: float | MISSING = Field(
+        MISSING,
+        ge=0,
+        le=1,
+        description="the seeded share of tasks that ask a question (0 when they cannot be answered)",
+    )
+    cancel_fraction: float | MISSING = Field(
+        MISSING, ge=0, le=1, description="the seeded share of tasks the tester cancels"
+    )
+    results_checked: bool | MISSING = Field(
+        MISSING,
+        description="each result was checked against the task's own token (task_job); false: only that a "
+        "CallToolResult came",
+    )
+    first_bad_level: int | MISSING | None = Field(
+        MISSING, ge=1, description="the step that stopped the ramp; null if none did"
+    )
+    stop_reason: str | MISSING = Field(MISSING, description="why the ramp stopped")
+    calls: int | MISSING = Field(
+        MISSING,
+        ge=0,
+        description="requests the phase sent (creations and the tasks methods); they are not steps' calls, so not in "
+        "the summary or the time series",
+    )
+    chaos_restart: ChaosRestart | MISSING = Field(MISSING, description=ChaosRestart.__doc__)
+
+    @model_validator(mode="after")
+    def _lost_adds_up(self) -> TasksResults:
+        restart = self.chaos_restart.lost if isinstance(self.chaos_restart, ChaosRestart) else 0
+        if sum(s.lost for s in self.steps) + restart != self.lost:
+            raise field_rule("lost", "lost must be the sum of the steps' and the chaos restart's")
+        return self
+
+
+ResultsT = TypeVar("ResultsT", TsunamiResults, TasksResults, AvalancheResults, ChaosResults, RateResults, SoakResults)
 
 
 class Phase(Closed, Generic[ResultsT]):
-    """One phase (`tsunami`, `avalanche`, `chaos`, `rate`, `soak`); present when it ran."""
+    """One phase (`tsunami`, `tasks`, `avalanche`, `chaos`, `rate`, `soak`); present when it ran."""
 
     status: Literal["completed", "aborted", "skipped"] = Field(
         description="completed; aborted (stopped early, e.g. the target died); skipped (could not run, e.g. no "
@@ -284,8 +498,10 @@ class Phase(Closed, Generic[ResultsT]):
         ge=0, description="seconds from the run start to the phase start (the clock of timeseries[].t)"
     )
     duration_s: float = Field(ge=0, description="seconds the phase took")
-    level_unit: str = Field(description="what a step's `level` counts: `concurrency`, `calls/s` or `MB`")
-    steps: list[Step] = Field(description="the load steps, in the order they ran")
+    level_unit: str = Field(description="what a step's `level` counts: `concurrency`, `calls/s`, `MB` or `tasks`")
+    steps: list[Step] = Field(
+        description="the load steps, in the order they ran (the tasks phase has none: its steps are in its results)"
+    )
     results: ResultsT = Field(description="what the phase found")
     notes: list[Annotated[str, Field(description="a remark")]] | MISSING = Field(
         MISSING, description="free-text remarks on the phase (why it stopped, what was skipped)"
@@ -299,6 +515,11 @@ class Phases(Closed):
         MISSING,
         description="The tsunami phase: closed-model concurrency ramp: exponential growth, then bisection to the "
         "maximum sustainable concurrency.",
+    )
+    tasks: Phase[TasksResults] | MISSING = Field(
+        MISSING,
+        description="The tasks phase: N concurrent MCP tasks (create, poll, answer, cancel), N doubling; nothing "
+        "may be lost.",
     )
     avalanche: Phase[AvalancheResults] | MISSING = Field(
         MISSING,

@@ -15,6 +15,7 @@ from .summary import phase_items, step_error_rate
 
 PHASE_TITLES: dict[str, str] = {
     "tsunami": "closed-model concurrency ramp",
+    "tasks": "concurrent long-running tasks (MCP tasks)",
     "avalanche": "growing memory allocations",
     "chaos": "seeded random mix of hostile calls",
     "rate": "open-model arrival-rate steps",
@@ -105,6 +106,11 @@ def key_numbers(report: ReportData) -> list[list[str]]:
         rows.append(
             ["Max sustainable concurrency", fmt.number(_result(report, "tsunami", "max_sustainable_concurrency"))]
         )
+    tasks = (report.get("phases") or {}).get("tasks") or {}
+    if tasks.get("status") in ("completed", "aborted") and (tasks.get("results") or {}).get("steps"):
+        r = tasks["results"]
+        rows.append(["Max concurrent tasks (none lost)", fmt.number(r["max_concurrent_tasks"])])
+        rows.append(["Lost tasks", fmt.integer(r["lost"])])
     lat = s.get("latency_ms")
     if lat:
         rows.append(
@@ -149,6 +155,112 @@ def load_rows(report: ReportData) -> list[list[str]]:
             ]
         )
     return rows
+
+
+TASK_TABLE_HEADER = (
+    "Tasks at once",
+    "Created",
+    "Completed",
+    "Failed",
+    "Cancelled",
+    "Refused",
+    "Lost",
+    "Asked / answered",
+    "Create p50",
+    "Create p99",
+    "Done p50",
+    "Done p99",
+    "Store",
+)
+
+
+def _store(step: Mapping[str, Any]) -> str:
+    parts = []
+    before, after = step.get("store_tasks_before"), step.get("store_tasks_after")
+    if before is not None and after is not None:
+        parts.append(f"{fmt.integer(before)} → {fmt.integer(after)} tasks")
+    before, after = step.get("store_bytes_before"), step.get("store_bytes_after")
+    if before is not None and after is not None:
+        parts.append(f"{fmt.bytes_(before)} → {fmt.bytes_(after)}")
+    return ", ".join(parts) or fmt.NA
+
+
+def task_rows(results: Mapping[str, Any]) -> list[list[str]]:
+    """One row per step of the tasks phase (`TASK_TABLE_HEADER`), then the chaos restart's when it ran."""
+    rows = []
+    for s in results.get("steps") or []:
+        create, done = s.get("create_ms") or {}, s.get("complete_ms") or {}
+        rows.append(
+            [
+                fmt.integer(s["level"]),
+                fmt.integer(s["created"]),
+                fmt.integer(s["completed"]),
+                fmt.integer(s["failed"]),
+                fmt.integer(s["cancelled"]),
+                fmt.integer(s["refused"]),
+                fmt.integer(s["lost"]),
+                f"{fmt.integer(s['asked'])} / {fmt.integer(s['answers'])}",
+                fmt.ms(create.get("p50")),
+                fmt.ms(create.get("p99")),
+                fmt.ms(done.get("p50")),
+                fmt.ms(done.get("p99")),
+                _store(s),
+            ]
+        )
+    return rows
+
+
+def task_lines(results: Mapping[str, Any]) -> list[str]:
+    """The tasks phase's result in sentences (both renderers)."""
+    r = results
+    steps = r.get("steps") or []
+    if not steps:
+        return []
+    out = [
+        f"Max concurrent tasks with none lost: {fmt.number(r['max_concurrent_tasks'])}"
+        + (f" (first bad step: {fmt.integer(r['first_bad_level'])})" if r.get("first_bad_level") is not None else "")
+        + (f"; stopped: {r['stop_reason']}" if r.get("stop_reason") else "")
+        + f". Lost tasks: {fmt.integer(r['lost'])}."
+    ]
+    if r.get("tool"):
+        out.append(
+            f"Each task: {r['tool']} over {r.get('protocol', '?')} tasks"
+            + (f", {fmt.number(r['task_seconds'])} s of work" if r.get("task_seconds") is not None else "")
+            + (f", {fmt.pct(r['ask_fraction'])} asking a question" if r.get("ask_fraction") is not None else "")
+            + (f", {fmt.pct(r['cancel_fraction'])} cancelled" if r.get("cancel_fraction") is not None else "")
+            + (
+                "; every result checked against the task's own token"
+                if r.get("results_checked")
+                else "; results checked for a CallToolResult"
+            )
+            + "."
+        )
+    refused = sum(int(s["refused"]) for s in steps)
+    if refused:
+        reasons: dict[str, int] = {}
+        for s in steps:
+            for k, n in s["refusal_reasons"].items():
+                reasons[k] = reasons.get(k, 0) + n
+        out.append(
+            f"{fmt.integer(refused)} creations refused (a clean overload answer, not a loss): "
+            + ", ".join(f"{k} {fmt.integer(n)}" for k, n in reasons.items())
+            + "."
+        )
+    c = r.get("chaos_restart")
+    if isinstance(c, dict):
+        if c.get("performed"):
+            out.append(
+                f"Chaos restart: the server (pid {c.get('pid_before')}) was SIGKILLed with "
+                f"{fmt.integer(c.get('running_at_kill'))} of {fmt.integer(c['tasks'])} tasks running; back after "
+                f"{fmt.seconds(c.get('back_after_s'))} (pid {c.get('pid_after') or 'none'}): "
+                f"{fmt.integer(c.get('completed'))} completed, {fmt.integer(c.get('failed_restarted'))} failed saying "
+                f"the server restarted, {fmt.integer(c.get('cancelled'))} cancelled, "
+                f"{fmt.integer(c.get('rechecked'))} that had ended before the kill looked up again, "
+                f"{fmt.integer(c['lost'])} lost."
+            )
+        else:
+            out.append(f"Chaos restart not performed: {c.get('reason')}.")
+    return out
 
 
 def no_tool_sentence(note: str, hint: str | None) -> str:
@@ -271,6 +383,23 @@ def recommendations(report: ReportData) -> list[str]:
     ):
         if name in verdict and verdict[name]["passed"] is False:
             out.append(advice)
+    tasks = phases.get("tasks")
+    if tasks is not None and tasks["status"] != "skipped":
+        r = tasks["results"]
+        if r.get("lost"):
+            out.append(
+                f"{fmt.integer(r['lost'])} tasks were lost (see the tasks phase): a client would never get their "
+                "results. Check the task store and what a restart or a cancel does to it."
+            )
+        elif r.get("max_concurrent_tasks") is not None:
+            out.append(
+                f"Up to {fmt.number(r['max_concurrent_tasks'])} concurrent tasks ran with none lost"
+                + (
+                    f"; {fmt.integer(r['first_bad_level'])} did not ({r.get('stop_reason')})."
+                    if r.get("first_bad_level") is not None
+                    else "."
+                )
+            )
     leak = _result(report, "soak", "leak_verdict")
     why = _result(report, "soak", "leak_reason")
     if leak in ("leak", "possible_leak"):

@@ -7,8 +7,9 @@ run found sustainable (the "operating steps"), not at the overload steps that fo
 - rate: the steps below the saturation rate (all of them if it never saturated; else the lowest);
 - soak: every step (it holds a fixed, moderate load).
 Avalanche and chaos deliberately send calls that should fail; they are judged by their own criteria (clean
-rejections, memory released, survived and answered everything). A criterion that could not be measured is listed
-with passed = null and neither passes nor fails the run; a report whose consistency checks failed is FAIL.
+rejections, memory released, survived and answered everything); the tasks phase by one: no task lost. A
+criterion that could not be measured is listed with passed = null and neither passes nor fails the run; a report
+whose consistency checks failed is FAIL.
 """
 
 from __future__ import annotations
@@ -243,6 +244,34 @@ def _soak(phase: Mapping[str, Any]) -> Criterion:
     return _criterion("no memory leak in soak", "leak verdict is not `leak`", verdict, passed, detail)
 
 
+def _tasks(phase: Mapping[str, Any]) -> Criterion:
+    results = phase.get("results") or {}
+    if phase.get("status") == "skipped" or not results.get("steps"):
+        why = "; ".join(phase.get("notes") or []) or "no step ran"
+        return _criterion("no lost tasks", "0 lost", None, None, f"not measured: {why}", "tasks", 0)
+    lost = int(results.get("lost", 0))
+    steps = results["steps"]
+    created = sum(int(s["created"]) for s in steps)
+    detail = f"{created:,} tasks created over {len(steps)} steps up to {max(int(s['level']) for s in steps):,} at once"
+    restart = results.get("chaos_restart")
+    if isinstance(restart, dict) and restart.get("performed"):
+        detail += f", and {int(restart.get('created', 0)):,} across a SIGKILL of the server (--chaos-restart)"
+    reasons = {k: n for s in steps for k, n in s["lost_reasons"].items()}
+    if isinstance(restart, dict):
+        for k, n in (restart.get("lost_reasons") or {}).items():
+            reasons[k] = reasons.get(k, 0) + n
+    if reasons:
+        detail += "; lost: " + ", ".join(f"{k} {n:,}" for k, n in sorted(reasons.items()))
+    return _criterion("no lost tasks", "0 lost", lost, lost == 0, detail, "tasks", 0)
+
+
+def task_calls(report: ReportData) -> int:
+    """Requests of the tasks phase: they carry load, but are counted in its results, not in steps."""
+    results = ((report.get("phases") or {}).get("tasks") or {}).get("results") or {}
+    calls = results.get("calls", 0)
+    return int(calls) if isinstance(calls, int) and not isinstance(calls, bool) else 0
+
+
 def build_verdict(report: ReportData) -> dict[str, Any]:
     """The `verdict` section: {status: PASS|FAIL, criteria[{name, threshold, measured, passed, detail}]}.
 
@@ -259,12 +288,16 @@ def build_verdict(report: ReportData) -> dict[str, Any]:
             ],
         }
     total = int(report["summary"]["total_calls"])
+    tasks = task_calls(report)
     # Without a single call every other criterion is vacuously true: that must not read as PASS.
-    criteria = [_criterion("load applied", "> 0 calls", total, total > 0, "calls over every step", "calls", 0)]
+    where = "calls over every step" + (f", and {tasks:,} requests of the tasks phase" if tasks else "")
+    criteria = [_criterion("load applied", "> 0 calls", total + tasks, total + tasks > 0, where, "calls", 0)]
     criteria += _slo_and_budget(report)
     criteria.append(_no_crash(report))
     criteria.append(_memory_budget(report))
     phases = dict(phase_items(report))
+    if "tasks" in phases:
+        criteria.append(_tasks(phases["tasks"]))
     if "avalanche" in phases:
         criteria.extend(_avalanche(phases["avalanche"]))
     if "chaos" in phases:
