@@ -154,6 +154,11 @@ def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None
         future.set_result(value)
 
 
+def _settle_all(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, value, error in outcomes:
+        _settle(future, value, error)
+
+
 class SqliteTaskStore:
     def __init__(
         self,
@@ -243,19 +248,8 @@ class SqliteTaskStore:
             conn.close()
 
     def _run_group(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
-        outcomes: list[tuple[Any, BaseException | None]] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for op in batch:
-                conn.execute("SAVEPOINT op")
-                try:
-                    outcomes.append((op.work(conn), None))
-                    conn.execute("RELEASE op")
-                except Exception as e:
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                    outcomes.append((None, e))
-            conn.execute("COMMIT")
+            outcomes = self._group(conn, batch)
         except Exception as e:  # the transaction itself failed (disk full, lock timeout): every op fails with it
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -263,8 +257,39 @@ class SqliteTaskStore:
         else:
             self.commits += 1
             self.operations += len(batch)
+        # One wake-up of each waiting loop per group, not one per operation.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
         for op, (value, error) in zip(batch, outcomes, strict=True):
-            op.loop.call_soon_threadsafe(_settle, op.future, value, error)
+            by_loop.setdefault(op.loop, []).append((op.future, value, error))
+        for loop, settled in by_loop.items():
+            loop.call_soon_threadsafe(_settle_all, settled)
+
+    @staticmethod
+    def _group(conn: sqlite3.Connection, batch: list[_Op]) -> list[tuple[Any, BaseException | None]]:
+        """Run `batch` as one transaction. The common case, no operation failing, runs them as they are; when one
+        fails, the transaction is rolled back and run again with a savepoint per operation, so that the failing
+        one fails alone (operations are functions of the database only: running one again is safe)."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            values = [op.work(conn) for op in batch]
+        except Exception:
+            conn.execute("ROLLBACK")
+        else:
+            conn.execute("COMMIT")
+            return [(v, None) for v in values]
+        outcomes: list[tuple[Any, BaseException | None]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        for op in batch:
+            conn.execute("SAVEPOINT op")
+            try:
+                outcomes.append((op.work(conn), None))
+                conn.execute("RELEASE op")
+            except Exception as e:
+                conn.execute("ROLLBACK TO op")
+                conn.execute("RELEASE op")
+                outcomes.append((None, e))
+        conn.execute("COMMIT")
+        return outcomes
 
     async def _write(self, work: Work) -> Any:
         if self._thread is None:
