@@ -71,7 +71,7 @@ typecheck: $(VENV)/.installed
 	$(BIN)/mypy
 
 unit: setup browser servers
-	REQUIRE_CONFORMANCE=1 $(BIN)/pytest -q
+	REQUIRE_CONFORMANCE=1 $(BIN)/pytest -q --durations=15
 
 test: setup lint typecheck unit
 
