@@ -99,6 +99,7 @@ def test_sigkill_during_200_working_tasks_then_restart_loses_none(tmp_path: Path
         plain = [c.start("work", seconds=60, text=f"plain-{i}") for i in range(100)]
         resumable = [c.start("again", seconds=1.5, text=f"again-{i}") for i in range(100)]
         assert all(c.get(t)["status"] == "working" for t in plain[:5] + resumable[:5])
+        assert f"tasks in {state}/tasks.sqlite3, as worker w1" in first.log.read_text()  # the start line
         first.proc.send_signal(signal.SIGKILL)
         first.proc.wait(10)
     with serve(tmp_path, *opts) as second, client(second) as c:

@@ -47,4 +47,15 @@ def start_line(server: Server, cfg: ServeSettings, where: str) -> str:
             f"{_size(rt.memory.budget)} ({cfg.memory_fraction:.0%} of {_size(mem.limit)}, {mem.source})"
         )
     stop = "" if where == "stdio" else "; Ctrl-C drains and stops"
+    runner = server.tasks
+    if runner.running:  # where tasks live is what an operator must know to keep them across restarts
+        kind = runner.config.store
+        kept = (
+            f"in {runner.state_path.absolute()}"
+            if kind == "sqlite"
+            else "in memory (lost at exit)"
+            if kind == "memory"
+            else f"in {kind}"
+        )
+        limits += f"; tasks {kept}, as worker {runner.worker}"
     return f"bemcp {__version__}: {app.name} {app.version} ({offers}) {place} | {revisions} | {limits}{stop}"

@@ -33,7 +33,7 @@ from bemcp.runtime.cancel import CancelReason, CutOff
 from bemcp.runtime.health import TasksSnapshot
 from bemcp.runtime.pipeline import CallSpec, Suspended
 from bemcp.runtime.refusal import Refusal, RefusalReason
-from bemcp.tasks.factory import open_task_store
+from bemcp.tasks.factory import SQLITE_FILE, open_task_store
 from bemcp.tasks.live import LiveTask
 from bemcp.tasks.model import TaskIds, TaskRecord, TaskStatus
 from bemcp.tasks.store import TaskNotFound, TaskStore
@@ -131,6 +131,11 @@ class TaskRunner:
     @property
     def running(self) -> bool:
         return self.store is not None
+
+    @property
+    def state_path(self) -> Path:
+        """The SQLite file (for `--task-store sqlite`)."""
+        return self._state_dir / SQLITE_FILE
 
     # -- lifecycle -------------------------------------------------------------
 
