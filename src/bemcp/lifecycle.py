@@ -58,7 +58,7 @@ class Lifecycle:
                     raise
             if self.server.task_tools():
                 try:
-                    await self.server.tasks.start(self.server.tools.resume, self.server.resumable_tools())
+                    await self.server.tasks.start(self.server.tools.as_tasks.resume, self.server.resumable_tools())
                 except BaseException:
                     await self._leave_lifespan()
                     runtime.stop()
