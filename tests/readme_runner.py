@@ -148,12 +148,25 @@ def run(line: str, cwd: Path, env: dict[str, str], timeout: float = 300) -> subp
     )
 
 
+@dataclass
+class Ran:
+    """A foreground command of a block: what it printed, its exit code, and how long it took."""
+
+    line: str
+    proc: subprocess.CompletedProcess[str]
+    elapsed: float
+
+    @property
+    def out(self) -> str:
+        return self.proc.stdout + self.proc.stderr
+
+
 def run_script(
     text: str, cwd: Path, env: dict[str, str], timeout: float = 300, ok: Callable[[str], set[int]] | None = None
-) -> list[tuple[str, str, int]]:
+) -> list[Ran]:
     """Run a block as a user types it: a line ending in `&` starts in the background and is waited for until it
     says it is ready; `kill %N` stops the Nth of them. Each foreground command must exit with a code in
-    `ok(line)` (default {0}); returns each with its output and exit code."""
+    `ok(line)` (default {0}); returns each foreground command as it ran."""
     jobs: list[Background] = []
     outputs = []
     try:
@@ -165,10 +178,12 @@ def run_script(
             elif m := re.fullmatch(r"kill %(\d+)", line):
                 jobs[int(m.group(1)) - 1].stop()
             else:
+                started = time.monotonic()
                 done = run(line, cwd, env, timeout)
+                elapsed = time.monotonic() - started
                 allowed = ok(line) if ok is not None else {0}
                 assert done.returncode in allowed, f"{line!r} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
-                outputs.append((line, done.stdout + done.stderr, done.returncode))
+                outputs.append(Ran(line, done, elapsed))
     finally:
         for job in jobs:
             job.stop()

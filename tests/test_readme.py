@@ -18,11 +18,14 @@ from pathlib import Path
 
 import pytest
 
+from bemcp.stress.targets import MODERN
 from tests import readme_runner as rr
+from tests.stress.cli_run import check_outputs
 
 # README commands this file does not run, and why (each is run elsewhere or is a long benchmark).
 NOT_RUN = {
-    "make run": "the main job; CI runs it through `make test`'s stress tests, and `.ci/run` runs make test",
+    "make run": "the main job, `bemcp stress --profile quick`: the stress block's `bemcp stress` is the same run, "
+    "and test_stress_examples holds it to make run's standard; `.ci/run` runs make test",
     "make test": "the command that runs this test",
     "make bench": "a benchmark of minutes; not a test",
     ".venv/bin/python benchmarks/bench_http.py --servers bemcp,bemcp-bare,sdk --duration 5 --warmup 1 --rounds 3": (
@@ -175,7 +178,7 @@ def test_inspector_cli(stranger: Stranger) -> None:
     assert _node_version(env) >= (22, 19), "the Inspector needs Node.js 22.19+ (make setup installs it)"
     assert rr.port_free(8000), "port 8000, which the README's example uses, is taken"
     outputs = rr.run_script(rr.blocks()["inspector"][1], stranger.home, env)
-    listed, called_stdio, called_http = (out for _, out, _ in outputs)
+    listed, called_stdio, called_http = (ran.out for ran in outputs)
     assert '"name": "forecast"' in listed and '"name": "confirm_delete"' in listed
     assert '"city": "Paris"' in called_stdio and '"celsius": 21.5' in called_stdio
     assert '"city": "Oslo"' in called_http
@@ -216,6 +219,41 @@ def test_protection_example(stranger: Stranger) -> None:
     assert '"forecast"' in log  # the task log has the call
 
 
+def check_make_run(ran: rr.Ran, home: Path) -> None:
+    """`make run`'s job, the quick profile against the embedded server, which the block's first line runs: BE-MCP's
+    own run must PASS (it used to be accepted with FAIL too): every criterion that could be measured held, the
+    soak's leak verdict among them, and no finding is critical. (Checked here, on the stranger's run, rather than
+    on a second run of its own: the quick profile is close to a minute.)"""
+    # With no --out, the reports go to the default folder under the user's own, which the CLI names.
+    found = re.search(r"^\s+json\s+(\S+)/report\.json$", ran.proc.stdout, re.MULTILINE)
+    assert found, ran.proc.stdout
+    out = Path(found.group(1))
+    assert out.parent == Path("bemcp-reports"), out
+    report = check_outputs(out, ran.proc, cwd=home)
+    out = home / out
+    failed = [(c["name"], c["measured"], c["detail"]) for c in report["verdict"]["criteria"] if c["passed"] is False]
+    critical = [f["message"] for f in report["findings"] if f["severity"] == "critical"]
+    assert report["verdict"]["status"] == "PASS" and ran.proc.returncode == 0, (failed, critical)
+    assert report["phases"]["soak"]["results"]["leak_verdict"] != "leak"
+    assert ran.elapsed < 120, f"the quick profile took {ran.elapsed:.0f} s"
+    assert report["run"]["profile"] == "quick"
+    assert report["target"]["kind"] == "embedded" and report["target"]["revision"] == MODERN
+    assert report["target"]["alive_at_end"] is True and report["target"]["deaths"] == []
+    # Every phase ran, the avalanche and the tasks too: the embedded server has the workload tools.
+    assert {name: p["status"] for name, p in report["phases"].items()} == dict.fromkeys(
+        ("tsunami", "tasks", "avalanche", "chaos", "rate", "soak"), "completed"
+    )
+    tasks = report["phases"]["tasks"]["results"]
+    assert tasks["tool"] == "task_job" and tasks["lost"] == 0 and tasks["steps"], tasks
+    assert "### Phase 2: Tasks" in (out / "report.md").read_text()
+    assert report["phases"]["avalanche"]["results"]["rejected_above_mb"] is not None  # the budget held
+    # The workload's echo carries the load, never the built-in server_health (it skips admission control).
+    load = report["load"]
+    assert load["source"] == "ranked" and [e["name"] for e in load["mix"]] == ["echo"]
+    assert load["tools"][0]["name"] == "echo" and "server_health" not in {t["name"] for t in load["tools"]}
+    assert (out / "embedded-server.log").exists()
+
+
 @pytest.mark.slow
 def test_stress_examples(stranger: Stranger) -> None:
     for port in (9000,):
@@ -223,9 +261,13 @@ def test_stress_examples(stranger: Stranger) -> None:
     # A stress run exits 1 on a FAIL verdict and compare on a regression: documented answers, not errors.
     outputs = rr.run_script(rr.blocks()["stress"][1], stranger.home, stranger.env, timeout=600, ok=lambda line: {0, 1})
     assert outputs, "the stress block ran nothing"
-    for line, out, _ in outputs:
-        assert "Traceback" not in out, (line, out)
-        if line.startswith("bemcp stress --target http"):
-            out_dir = shlex.split(line)[shlex.split(line).index("--out") + 1]
+    # `make run`'s job is checked on this run of it only: the block must keep it.
+    assert "bemcp stress" in [ran.line for ran in outputs], "the block no longer has `bemcp stress` (make run's job)"
+    for ran in outputs:
+        assert "Traceback" not in ran.out, (ran.line, ran.out)
+        if ran.line == "bemcp stress":
+            check_make_run(ran, stranger.home)
+        elif ran.line.startswith("bemcp stress --target http"):
+            out_dir = shlex.split(ran.line)[shlex.split(ran.line).index("--out") + 1]
             report = json.loads((stranger.home / out_dir / "report.json").read_text())
             assert report["verdict"]["status"] in ("PASS", "FAIL")

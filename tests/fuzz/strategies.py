@@ -15,6 +15,7 @@ messages per transport in seconds.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import sys
@@ -785,6 +786,7 @@ def raw_junk(draw: st.DrawFn) -> Fuzz:
     return Fuzz(Raw(data.replace(b"\n", b" ")), "raw")
 
 
+@functools.cache  # built once: Hypothesis validates every new strategy at its first draw, seconds per run here
 def messages() -> st.SearchStrategy[Fuzz]:
     """One fuzz item, weighted towards requests that reach the dispatcher."""
     return st.one_of(
@@ -845,11 +847,14 @@ def derive(item: Fuzz, rng: random.Random) -> Fuzz:
     return Fuzz(msg, f"derived-{how}", None, item.modern)
 
 
+_SEEDS = st.integers(0, 2**32 - 1)
+
+
 @st.composite
 def message_group(draw: st.DrawFn, variants: int = 2) -> list[Fuzz]:
     """A drawn item followed by `variants` cheap variants of it."""
     item = draw(messages())
-    rng = random.Random(draw(st.integers(0, 2**32 - 1)))
+    rng = random.Random(draw(_SEEDS))
     return [item, *(derive(item, rng) for _ in range(variants))]
 
 

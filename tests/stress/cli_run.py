@@ -47,8 +47,12 @@ def a_verdict(proc: subprocess.CompletedProcess[str]) -> None:
     assert proc.returncode in (0, 1), f"exit {proc.returncode}\n{proc.stderr[-4000:]}"
 
 
-def check_outputs(out: Path, proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    """All four files, a report that matches its schema and passes its consistency checks; returns it."""
+def check_outputs(out: Path, proc: subprocess.CompletedProcess[str], cwd: Path | None = None) -> dict[str, Any]:
+    """All four files, a report that matches its schema and passes its consistency checks; returns it.
+
+    `out` is the folder as the CLI names it; a relative one (the default, bemcp-reports/...) is under `cwd`, the
+    folder the run started in."""
+    shown, out = out, (cwd / out if cwd is not None else out)
     for name in REPORT_FILES:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, f"{name} missing in {out}"
     report = read_json(out / "report.json")
@@ -61,7 +65,7 @@ def check_outputs(out: Path, proc: subprocess.CompletedProcess[str]) -> dict[str
     assert proc.returncode == (0 if status == "PASS" else 1)
     assert f"verdict: {status}" in proc.stdout
     for name in REPORT_FILES:
-        assert str(out / name) in proc.stdout  # the CLI says where the reports are
+        assert str(shown / name) in proc.stdout  # the CLI says where the reports are
     # The Markdown and HTML render the same run; the HTML is self-contained (inline SVG plots, no fetches).
     md = (out / "report.md").read_text()
     html = (out / "report.html").read_text()

@@ -226,22 +226,23 @@ def _findings(report: dict[str, Any], severity: str) -> list[str]:
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_hostile_schemas_are_skipped_with_the_reason_and_the_run_goes_on(tmp_path: Path, transport: str) -> None:
     """`evil`'s pattern (a+)+[^\\s\\S] used to hang argument generation forever inside `re` (only run_started in
-    the log, no report); `huge` asks for a gigabyte string. Both are skipped, and echo carries the run."""
+    the log, no report); `huge` asks for a gigabyte string. Both are skipped, and echo carries the run (the soak:
+    the shortest load phase, as arguments are generated before any phase)."""
     with contextlib.ExitStack() as stack:
         if transport == "http":
             target = stack.enter_context(hostile_http("hostile-schemas"))
         else:
             target = "stdio:" + shlex.join(_argv("stdio", "hostile-schemas"))
-        _, report = _run(tmp_path, target, "--phases", "tsunami", timeout=120)
+        _, report = _run(tmp_path, target, "--phases", "soak", timeout=120)
     skipped = report["target"]["skipped_tools"]
     assert set(skipped) == {"evil", "huge"}, skipped
     # No string matches it, which the bounded matcher says in a few steps (test_argsgen has one that runs out).
     assert skipped["evil"].startswith("cannot generate arguments") and "(a+)+" in skipped["evil"], skipped["evil"]
     assert "over 262,144 bytes" in skipped["huge"], skipped["huge"]
     assert report["target"]["tools_used"] == ["echo"]
-    tsunami = report["phases"]["tsunami"]
-    assert tsunami["status"] == "completed"
-    assert sum(s["outcomes"]["ok"] for s in tsunami["steps"]) > 100
+    soak = report["phases"]["soak"]
+    assert soak["status"] == "completed"
+    assert sum(s["outcomes"]["ok"] for s in soak["steps"]) > 100
 
 
 def test_a_run_against_wrong_ids_fails_with_a_critical_finding(tmp_path: Path) -> None:
@@ -257,9 +258,10 @@ def test_a_run_against_wrong_ids_fails_with_a_critical_finding(tmp_path: Path) -
 
 def test_a_run_against_duplicate_answers_fails_with_a_critical_finding(tmp_path: Path) -> None:
     command = "stdio:" + shlex.join(_argv("stdio", "duplicate"))
-    _, report = _run(tmp_path, command, "--phases", "tsunami")
+    # The soak: a closed-model load like the tsunami's, and at 8 s the shortest (the tsunami's good steps run 14 s).
+    _, report = _run(tmp_path, command, "--phases", "soak")
     assert report["verdict"]["status"] == "FAIL"
-    steps = report["phases"]["tsunami"]["steps"]
+    steps = report["phases"]["soak"]["steps"]
     assert all(s["outcomes"]["ok"] == s["calls"] for s in steps)  # every call has its one answer...
     duplicates = sum(s.get("violations", {}).get("duplicate", 0) for s in steps)
     assert duplicates >= sum(s["calls"] for s in steps) - 8  # ...and its second, but for a few still in the pipe
@@ -275,9 +277,10 @@ def test_a_run_against_random_closes_has_a_finding(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_run_against_a_server_that_stops_reading_ends_with_a_finding(tmp_path: Path) -> None:
-    """Every call after the 200th waits out the quick profile's 10 s call timeout: the run still ends, and says so."""
+    """Every call after the 200th waits out the quick profile's 10 s call timeout: the run still ends, and says so.
+    The soak's two slices each wait it out once (about 20 s); the tsunami's search down to one caller, three times."""
     with hostile_http("stop-reading") as url:
-        _, report = _run(tmp_path, url, "--phases", "tsunami", timeout=240)
+        _, report = _run(tmp_path, url, "--phases", "soak", timeout=240)
     assert report["verdict"]["status"] == "FAIL"
     assert report["summary"]["outcomes"]["timeout"] > 0
     assert any("no answer within the 10 s call timeout" in m for m in _findings(report, "warning")), report["findings"]
