@@ -515,6 +515,99 @@ async def test_snapshot_counters_add_up() -> None:
     assert (snap.in_flight, snap.queued, snap.peak_in_flight, snap.limit, snap.draining) == (0, 0, 2, 2, False)
 
 
+# --- lending: a call that waits for its client gives its slot up ------------------------------------------
+
+
+async def test_a_lent_slot_admits_a_queued_caller_and_is_taken_back_before_the_queue() -> None:
+    clock = FakeClock()
+    algorithm = Adjustable(1)
+    admission = Admission(algorithm, clock=clock)
+    asking = run_now(admission.acquire())
+    (first, second) = await queue_up(admission, 2)
+    clock.now = 10 * MS
+    admission.lend(asking)  # the caller waits for its client: its slot goes to the first in the queue
+    await settle()
+    assert first.done() and not second.done()
+    assert (admission.in_flight, admission.lent, admission.snapshot().lent) == (1, 1, 1)
+    clock.now = 5_000 * MS  # the client took its time to answer
+    back = asyncio.create_task(admission.reclaim(asking))
+    await settle()
+    assert not back.done()  # no free slot: it waits, ahead of `second`, which queued first
+    (await first).release()
+    await settle()
+    assert back.done() and not second.done()
+    assert (admission.in_flight, admission.lent, admission.queued) == (1, 0, 1)
+    clock.now = 5_020 * MS
+    asking.release()
+    # The call ran 10 ms before it lent its slot and 20 ms after: the client's think time is not the call's.
+    assert algorithm.samples[-1][1] == 30 * MS
+    (await second).release()
+    snap = admission.snapshot()
+    assert (snap.in_flight, snap.queued, snap.lent, snap.admitted) == (0, 0, 0, 3)
+
+
+async def test_a_reclaim_with_a_free_slot_does_not_suspend_and_counts_the_peak() -> None:
+    admission = Admission(FixedLimit(2))
+    token = run_now(admission.acquire())
+    admission.lend(token)
+    assert admission.in_flight == 0 and admission.lane == 2
+    assert admission.enter() and admission.enter()  # the lent slot is free for the fast lane too
+    admission.leave()
+    run_now(admission.reclaim(token))
+    assert (admission.in_flight, admission.lent, admission.peak_in_flight) == (2, 0, 2)
+    token.release()
+    admission.leave()
+    assert admission.in_flight == 0
+
+
+async def test_a_waiting_reclaimer_closes_the_fast_lane_and_is_never_refused() -> None:
+    admission = Admission(FixedLimit(1), queue_size=0)
+    token = run_now(admission.acquire())
+    admission.lend(token)
+    assert admission.enter()  # someone else takes the lent slot
+    back = asyncio.create_task(admission.reclaim(token))
+    await settle()
+    assert not back.done() and admission.lane == 0
+    with pytest.raises(Refusal):  # a new call is refused (no queue), the reclaimer waits on
+        await admission.acquire()
+    admission.leave()
+    await back
+    assert (admission.in_flight, admission.lent) == (1, 0)
+    token.release()
+    assert admission.in_flight == 0 and admission.lane == 1
+
+
+async def test_a_reclaimer_cancelled_while_it_waits_takes_its_slot_back_anyway() -> None:
+    """A task cancelled while it waits for its slot back still runs its cleanup, then gives the slot back: the
+    counts stay whole (one over the limit for that moment)."""
+    admission = Admission(FixedLimit(1))
+    token = run_now(admission.acquire())
+    admission.lend(token)
+    other = run_now(admission.acquire())
+    back = asyncio.create_task(admission.reclaim(token))
+    await settle()
+    back.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await back
+    assert (admission.in_flight, admission.lent) == (2, 0)
+    token.release()
+    other.release()
+    assert admission.in_flight == 0 and admission.lane == 1 and admission.enter()
+    admission.leave()
+
+
+async def test_reclaim_now_takes_the_slot_back_past_the_limit() -> None:
+    admission = Admission(FixedLimit(1))
+    token = run_now(admission.acquire())
+    admission.lend(token)
+    other = run_now(admission.acquire())
+    admission.reclaim_now(token)  # the call is ending (timed out): it gives the slot back in a moment
+    assert (admission.in_flight, admission.lent, admission.peak_in_flight) == (2, 0, 2)
+    token.release()
+    other.release()
+    assert admission.in_flight == 0
+
+
 def test_overloaded_carries_other_reasons() -> None:
     err = Refusal(RefusalReason.MEMORY_PRESSURE, 250, 100, 100, 0)
     assert refusal_error(err)["code"] == codes.OVERLOADED

@@ -229,6 +229,56 @@ async def test_a_task_that_finds_no_free_slot_waits_for_one() -> None:
         assert (await s.settled(second))["status"] == "completed"
 
 
+async def test_a_task_waiting_for_its_client_lends_its_slot_and_takes_it_back_before_the_queue() -> None:
+    """One slot, no queue: a task in input_required would otherwise refuse every other call for as long as its
+    client thinks. It lends the slot; once answered it takes it back as soon as one is free."""
+    app, _ = make_app()
+    cfg = RuntimeConfig(task_log=False, max_concurrency=1, queue_size=0, queue_timeout_ms=0)
+    async with served(app, cfg) as s:
+        adm = s.server.runtime.admission
+        asking = (await s.result("tools/call", {"name": "ask", "arguments": {}}))["taskId"]
+        pending = await s.until(asking, lambda t: t["status"] == "input_required")
+        assert (adm.in_flight, adm.lent) == (0, 1)
+        assert (await s.result("tools/call", {"name": "plain", "arguments": {}}))["content"][0]["text"] == "plain"
+        # A task takes the lent slot; the answer comes while it runs: the asking task waits for the slot back.
+        busy = (await s.result("tools/call", {"name": "work", "arguments": {"seconds": 0.3}}))["taskId"]
+        await s.until(busy, lambda t: "waiting" not in t.get("statusMessage", "") and adm.in_flight == 1)
+        ok = {"action": "accept", "content": {"ok": True}}
+        (key,) = pending["inputRequests"]
+        await s.result("tasks/update", {"taskId": asking, "inputResponses": {key: ok}})
+        await asyncio.sleep(0.05)
+        assert adm.in_flight == 1 and adm.snapshot().lent == 1  # answered, waiting for its slot: not past the limit
+        # Full: the busy task holds the slot, and the answered one is next.
+        refused = await s.error("tools/call", {"name": "plain", "arguments": {}})
+        assert refused["code"] == codes.OVERLOADED
+        assert (await s.settled(busy))["status"] == "completed"
+        second = await s.until(asking, lambda t: t["status"] == "input_required" and key not in t["inputRequests"])
+        (key2,) = second["inputRequests"]
+        await s.result("tasks/update", {"taskId": asking, "inputResponses": {key2: ok}})
+        assert (await s.settled(asking))["result"]["content"][0]["text"] == "True True"
+        await asyncio.sleep(0.05)
+        assert (adm.in_flight, adm.lent, adm.peak_in_flight) == (0, 0, 1)
+
+
+async def test_a_task_cancelled_while_it_waits_for_its_client_gives_back_no_more_than_it_took() -> None:
+    app, _ = make_app()
+    cfg = RuntimeConfig(task_log=False, max_concurrency=2)
+    async with served(app, cfg) as s:
+        adm = s.server.runtime.admission
+        ids = [(await s.result("tools/call", {"name": "ask", "arguments": {}}))["taskId"] for _ in range(3)]
+        for task_id in ids:
+            await s.until(task_id, lambda t: t["status"] == "input_required")
+        assert (adm.in_flight, adm.lent) == (0, 3)  # three waiting tasks on two slots: none holds one
+        for task_id in ids:
+            await s.result("tasks/cancel", {"taskId": task_id})
+        for task_id in ids:
+            assert (await s.settled(task_id))["status"] == "cancelled"
+        await asyncio.sleep(0.05)
+        assert (adm.in_flight, adm.lent) == (0, 0)
+        assert adm.enter()  # the fast lane is open again: nothing left waiting or lent
+        adm.leave()
+
+
 async def test_stopping_the_server_fails_its_unfinished_tasks_with_the_reason(tmp_path: Path) -> None:
     app, _ = make_app()
     async with served(app, store="sqlite", state_dir=str(tmp_path), worker_id="w") as s:

@@ -147,6 +147,8 @@ class Exchange:
     task: asyncio.Task[Any] | None = None
     in_task: LiveTask | None = None  # the task this call runs as: ctx.ask and ctx.progress go to it
     hand_off: bool = False  # the tool may hand the rest of the call to a task (`ctx.run_as_task`)
+    # The pipeline's admission Token when the call got one: Any, as the protocol layer never touches admission.
+    slot: Any = None
 
     def cancel(self, reason: CancelReason) -> bool:
         """Cancel the task serving this request, recording why; False if already cancelled or not running."""

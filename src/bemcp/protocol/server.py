@@ -94,7 +94,12 @@ class Server:
         task_cfg = tasks or TaskConfig()
         state_dir = Path(task_cfg.state_dir) if task_cfg.state_dir else default_state_dir(app.name)
         # Made here, started by the serving lifecycle only when a tool can run as a task (no store otherwise).
-        self.tasks = TaskRunner(task_cfg, runtime.run_call, state_dir=state_dir)
+        self.tasks = TaskRunner(
+            task_cfg,
+            runtime.run_call,
+            state_dir=state_dir,
+            admission=runtime.admission if runtime.protect else None,
+        )
         runtime.tasks_snapshot = self.tasks.snapshot
         self.tasks.on_change = self.notifier.task_changed
         self.notifier.task_view = self._task_view

@@ -8,6 +8,10 @@ queues the caller in FIFO order for at most `queue_timeout` seconds, or
 refuses it at once when the queue is full. How many slots exist is the
 `LimitAlgorithm`'s decision, fed by `Token.release`.
 
+An admitted call that waits for its client (a task in input_required) lends
+its slot (`lend`) and takes one back when it resumes (`reclaim`): reclaimers
+are served before the queue and are never refused, as they were admitted.
+
 Not thread-safe: acquire and release on the event loop that owns it.
 """
 
@@ -40,12 +44,13 @@ class Token:
     it anything. Releasing again is a no-op, so `finally:` blocks are safe.
     """
 
-    __slots__ = ("_admission", "_in_flight", "_start_ns")
+    __slots__ = ("_admission", "_in_flight", "_lent_at", "_start_ns")
 
     def __init__(self, admission: Admission, start_ns: int, in_flight: int) -> None:
         self._admission: Admission | None = admission
         self._start_ns = start_ns
         self._in_flight = in_flight
+        self._lent_at = 0
 
     @property
     def released(self) -> bool:
@@ -78,6 +83,7 @@ class AdmissionSnapshot:
     cancelled: int
     draining: bool
     avg_call_ms: float
+    lent: int = 0  # slots given up by admitted calls waiting for their client
 
 
 class Admission:
@@ -100,12 +106,14 @@ class Admission:
         "_fixed",
         "_queue_size",
         "_queue_timeout",
+        "_reclaimers",
         "_rejected",
         "_waiters",
         "admitted",
         "call_time_ns",
         "in_flight",
         "lane",
+        "lent",
         "peak_in_flight",
     )
 
@@ -130,6 +138,9 @@ class Admission:
         # A waiter's future resolves to None when granted a slot, or to the reason it was refused.
         # OrderedDict: FIFO pop from the front and O(1) removal of a cancelled waiter.
         self._waiters: OrderedDict[asyncio.Future[Reason | None], None] = OrderedDict()
+        # Lent slots waiting to be taken back, served first (a future resolves to None when granted).
+        self._reclaimers: OrderedDict[asyncio.Future[None], None] = OrderedDict()
+        self.lent = 0  # slots lent by calls waiting for their client
         self._draining = False
         # Counters the fast lane (`enter`) updates in place: public so the call path can inline it.
         self.in_flight = 0
@@ -211,11 +222,59 @@ class Admission:
 
     def settle(self) -> None:
         """After a fast-lane slot was given back while the lane is closed: serve the queue."""
-        if self._waiters:
+        if self._waiters or self._reclaimers:
             self._grant()
 
     def _update_lane(self) -> None:
-        self.lane = self._cap if self._fixed and not self._draining and not self._waiters else 0
+        closed = self._draining or self._waiters or self._reclaimers
+        self.lane = self._cap if self._fixed and not closed else 0
+
+    # -- lending ----------------------------------------------------------------
+
+    def lend(self, token: Token | None) -> None:
+        """An admitted call gives its slot up while it waits for its client; `token` is its Token, if it has one
+        (its clock stops, so that the limit algorithm never learns the client's think time)."""
+        if token is not None:
+            token._lent_at = self._clock()
+        self.lent += 1
+        self.in_flight -= 1
+        if self._waiters:
+            self._grant()
+
+    async def reclaim(self, token: Token | None) -> None:
+        """Take a lent slot back: at once if one is free, else before anyone queued (never refused)."""
+        if self.in_flight >= self._cap or self._reclaimers:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._reclaimers[fut] = None
+            self.lane = 0
+            try:
+                await fut
+            except asyncio.CancelledError:
+                if not (fut.done() and not fut.cancelled()):  # not granted: the slot is taken back all the same
+                    self._reclaimers.pop(fut, None)
+                    self._update_lane()
+                    self._took_back(token, count=True)
+                else:
+                    self._took_back(token, count=False)
+                raise
+            self._took_back(token, count=False)
+            return
+        self._took_back(token, count=True)
+
+    def reclaim_now(self, token: Token | None) -> None:
+        """Take a lent slot back at once, past the limit if need be: for a call that is ending (cancelled, timed
+        out), which gives it back in a moment."""
+        self._took_back(token, count=True)
+
+    def _took_back(self, token: Token | None, *, count: bool) -> None:
+        if count:
+            n = self.in_flight = self.in_flight + 1
+            if n > self.peak_in_flight:
+                self.peak_in_flight = n
+        self.lent -= 1
+        if token is not None and token._lent_at:
+            token._start_ns += self._clock() - token._lent_at
+            token._lent_at = 0
 
     async def acquire(self) -> Token:
         """Take a slot, waiting in the queue if need be; raises `Refusal` when refused."""
@@ -250,6 +309,15 @@ class Admission:
         return Token(self, self._clock(), self.in_flight)
 
     def _grant(self) -> None:
+        reclaimers = self._reclaimers
+        while reclaimers and self.in_flight < self._cap:
+            back, _ = reclaimers.popitem(last=False)
+            if back.done():
+                continue
+            n = self.in_flight = self.in_flight + 1
+            if n > self.peak_in_flight:
+                self.peak_in_flight = n
+            back.set_result(None)
         waiters = self._waiters
         while waiters and self.in_flight < self._cap:
             fut, _ = waiters.popitem(last=False)
@@ -259,7 +327,7 @@ class Admission:
             if n > self.peak_in_flight:
                 self.peak_in_flight = n
             fut.set_result(None)
-        if not waiters:
+        if not waiters and not reclaimers:
             self._update_lane()
 
     def _expire(self, fut: asyncio.Future[Reason | None]) -> None:
@@ -288,7 +356,7 @@ class Admission:
         self._avg_call_ns = rtt if avg == 0 else avg + ((rtt - avg) >> 4)
         self.in_flight -= 1
         if outcome == "ignore" or self._fixed:  # a fixed limit learns nothing from samples
-            if self._waiters:
+            if self._waiters or self._reclaimers:
                 self._grant()
             return
         try:
@@ -296,7 +364,7 @@ class Admission:
         finally:
             # Even if the algorithm raised, the slot is free and waiters must hear of it.
             self._cap = self._algorithm.limit
-            if self._waiters:
+            if self._waiters or self._reclaimers:
                 self._grant()
 
     def _refuse(self, reason: Reason) -> Refusal:
@@ -356,6 +424,7 @@ class Admission:
             cancelled=self._cancelled,
             draining=self._draining,
             avg_call_ms=self._mean_call_ns() / 1e6,
+            lent=self.lent,
         )
 
     def __repr__(self) -> str:

@@ -62,6 +62,11 @@ class RuntimeMetrics:
         )
         reg.gauge("in_flight", "Calls running now.", read=lambda: snap().in_flight)
         reg.gauge("queued", "Calls waiting for admission.", read=lambda: snap().queued)
+        reg.gauge(
+            "slots_lent",
+            "Admission slots given up by tasks waiting for their client (input_required).",
+            read=lambda: snap().admission.lent,
+        )
         reg.gauge("concurrency_limit", "The current concurrency limit.", read=lambda: snap().limit)
         reg.counter("admitted_total", "Calls admitted since start.", read=lambda: snap().admitted)
         reg.counter(

@@ -23,7 +23,7 @@ from time import monotonic as _monotonic
 from typing import Any, Literal, Protocol
 
 from bemcp.errors import BemcpError
-from bemcp.runtime.admission import Admission
+from bemcp.runtime.admission import Admission, Token
 from bemcp.runtime.cancel import CancelReason, CutOff
 from bemcp.runtime.instruments import Counter, Histogram
 from bemcp.runtime.memory import MemoryLevel, MemoryManager
@@ -66,6 +66,7 @@ class Cancellable(Protocol):
     cancel_reason: CancelReason | None
     task: asyncio.Task[Any] | None
     request_id: Any  # named in the task log
+    slot: Token | None  # set when admission gave a Token (not on the fast lane): what a task lends
 
     def cancel(self, reason: CancelReason) -> bool: ...
 
@@ -162,7 +163,7 @@ class CallPipeline:
                     adm.peak_in_flight = n
                 fast = True
             else:
-                token = adm.try_acquire() or await adm.acquire()
+                token = handle.slot = adm.try_acquire() or await adm.acquire()
         calls = self.calls
         method, name, timeout = call.method, call.name, call.timeout
         rec = calls.begin(method, name, timeout, handle.cancel, handle.task)

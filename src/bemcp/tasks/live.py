@@ -9,17 +9,17 @@ the runner writes to the store at most a few times a second.
 from __future__ import annotations
 
 import asyncio
-import itertools
-from collections.abc import Awaitable, Callable
-from typing import Any
+import contextlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from bemcp.runtime.cancel import CancelReason
 from bemcp.runtime.pipeline import Suspended
 from bemcp.tasks.model import TaskStatus
 
-# What the live task needs of the store, bound to its id: (requests, message) and (status, message).
-NeedInput = Callable[[dict[str, dict[str, Any]], str | None], Awaitable[bool]]
-SetStatus = Callable[[TaskStatus, str | None], Awaitable[bool]]
+if TYPE_CHECKING:
+    from bemcp.runtime.admission import Admission, Token
+    from bemcp.tasks.store import TaskStore
 
 
 async def _all(futures: list[asyncio.Future[Any]]) -> list[Any]:
@@ -31,7 +31,7 @@ class Handoff(Suspended):
 
     outcome = "handed_off"
 
-    def __init__(self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         super().__init__(getattr(fn, "__name__", "work"))
         self.fn = fn
         self.args = args
@@ -39,21 +39,25 @@ class Handoff(Suspended):
 
 
 class LiveTask:
+    # Events are made only when someone waits (most tasks are never waited on here): a task costs no
+    # asyncio.Event unless a `tasks/result` or a listener asks for one.
     __slots__ = (
-        "_keys",
-        "_need_input",
-        "_set_status",
+        "_admission",
+        "_asked",
+        "_change",
+        "_end",
+        "_store",
         "_waiting",
         "cancel_reason",
-        "changes",
         "dirty",
-        "finished",
+        "done",
         "message",
         "name",
         "on_change",
         "owner",
         "request_id",
         "resumable",
+        "slot",
         "status",
         "task",
         "task_id",
@@ -63,12 +67,12 @@ class LiveTask:
         self,
         task_id: str,
         name: str,
-        need_input: NeedInput,
-        set_status: SetStatus,
+        store: TaskStore,
         *,
         owner: str = "",
         resumable: bool = False,
         on_change: Callable[[str, str], None] | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.task_id = task_id
         self.name = name
@@ -78,15 +82,19 @@ class LiveTask:
         self.resumable = resumable
         self.task: asyncio.Task[Any] | None = None
         self.cancel_reason: CancelReason | None = None
+        self.slot: Token | None = None  # the admission Token, when the pipeline gave one
         self.status = TaskStatus.WORKING
         self.message: str | None = None
         self.dirty = False  # the message changed since it was last stored
-        self.finished = asyncio.Event()
-        self.changes = asyncio.Event()  # set (and replaced) at each status change; see `changed`
-        self._need_input = need_input
-        self._set_status = set_status
+        self.done = False
+        self._store = store
+        # The admission the task's slot came from (None: it holds none, protections being off): lent while
+        # the task waits for its client.
+        self._admission = admission
+        self._end: asyncio.Future[None] | None = None
+        self._change: asyncio.Future[None] | None = None
         self._waiting: dict[str, asyncio.Future[Any]] = {}
-        self._keys = itertools.count(1)
+        self._asked = 0
 
     # -- Cancellable ---------------------------------------------------------
 
@@ -110,25 +118,41 @@ class LiveTask:
         """Put `requests` to the client (status input_required) and wait for every answer, by the tool's keys.
 
         The keys the client sees are minted per task and never reused, as the spec asks: a tool that elicits
-        twice with the same key asks two distinct questions.
+        twice with the same key asks two distinct questions. While it waits, the task's admission slot is lent
+        to other calls (a client may take minutes to answer), and taken back before the tool goes on.
         """
         loop = asyncio.get_running_loop()
-        wire = {f"{key}-{next(self._keys)}": req for key, req in requests.items()}
+        wire = {}
+        for key, req in requests.items():
+            self._asked += 1
+            wire[f"{key}-{self._asked}"] = req
         futures = {k: loop.create_future() for k in wire}
         self._waiting.update(futures)  # before the store says input_required: no answer can come earlier
+        adm = self._admission
+        lent = False
+        answered = False
         try:
             self.status = TaskStatus.INPUT_REQUIRED
-            if not await self._need_input(wire, self.message):
+            if not await self._store.need_input(self.task_id, wire, self.message):
                 raise asyncio.CancelledError  # the task ended meanwhile (cancelled): stop the tool here
             self.changed()
+            if adm is not None:
+                adm.lend(self.slot)
+                lent = True
             answers = await asyncio.wait_for(_all(list(futures.values())), timeout)
+            answered = True
         finally:
             for k, fut in futures.items():
                 self._waiting.pop(k, None)
                 fut.cancel()
-            if not self._waiting and self.status is TaskStatus.INPUT_REQUIRED and not self.finished.is_set():
+            if lent and adm is not None:
+                if answered:
+                    await adm.reclaim(self.slot)  # waits for a free slot, ahead of every queued call
+                else:
+                    adm.reclaim_now(self.slot)  # ending (cancelled, timed out): given back in a moment
+            if not self._waiting and self.status is TaskStatus.INPUT_REQUIRED and not self.done:
                 self.status = TaskStatus.WORKING
-                await asyncio.shield(self._set_status(TaskStatus.WORKING, self.message))
+                await asyncio.shield(self._store.update(self.task_id, TaskStatus.WORKING, self.message))
                 self.changed()
         return dict(zip(requests, answers, strict=True))
 
@@ -136,10 +160,35 @@ class LiveTask:
 
     def changed(self) -> None:
         """Wake whoever waits for this task's next change (a `tasks/result` relaying its questions)."""
-        self.changes.set()
-        self.changes = asyncio.Event()
+        change, self._change = self._change, None
+        if change is not None and not change.done():
+            change.set_result(None)
         if self.on_change is not None:
             self.on_change(self.task_id, self.owner)
+
+    def ended(self) -> None:
+        """The task is over here (its end is stored, or could not be)."""
+        self.done = True
+        end = self._end
+        if end is not None and not end.done():
+            end.set_result(None)
+        self.changed()
+
+    async def wait_end(self) -> None:
+        if self.done:
+            return
+        if self._end is None:
+            self._end = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._end)
+
+    async def wait_change(self, timeout: float) -> None:
+        """Return at the task's next change, or after `timeout` seconds."""
+        if self.done:
+            return
+        if self._change is None:
+            self._change = asyncio.get_running_loop().create_future()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._change), timeout)
 
     def wants(self, key: str) -> bool:
         return key in self._waiting

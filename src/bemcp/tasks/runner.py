@@ -29,11 +29,13 @@ from typing import Any
 from bemcp.errors import McpError
 from bemcp.protocol import codes
 from bemcp.protocol.refusals import cut_off_error
+from bemcp.runtime.admission import Admission
 from bemcp.runtime.cancel import CancelReason, CutOff
 from bemcp.runtime.health import TasksSnapshot
 from bemcp.runtime.pipeline import CallSpec, Suspended
 from bemcp.runtime.refusal import Refusal, RefusalReason
 from bemcp.tasks.factory import SQLITE_FILE, open_task_store
+from bemcp.tasks.finished import Finished
 from bemcp.tasks.live import LiveTask
 from bemcp.tasks.model import TaskIds, TaskRecord, TaskStatus
 from bemcp.tasks.store import TaskNotFound, TaskStore
@@ -108,8 +110,12 @@ class TaskRunner:
         state_dir: Path,
         store: TaskStore | None = None,
         clock: Callable[[], float] = time.time,
+        admission: Admission | None = None,
     ) -> None:
         self.config = config
+        # Where working tasks' slots come from (None: protections are off, no slot is held): a task waiting
+        # for its client lends its slot.
+        self._admission = admission
         self.worker = config.worker_id or default_worker_id()
         self._run_call = run_call
         self._state_dir = state_dir
@@ -120,6 +126,7 @@ class TaskRunner:
         self._ids = TaskIds()
         self._creating = 0  # creations between the capacity check and the launch (the store write is awaited)
         self.live: dict[str, LiveTask] = {}
+        self.finished = Finished()  # terminal records stored here, for the gets that follow
         self._sweeper: TaskSweeper | None = None
         self._tick: asyncio.Task[None] | None = None
         self._resume: Resume | None = None
@@ -184,6 +191,7 @@ class TaskRunner:
                 task.task.cancel()  # no reason: the server is stopping (see `_run`)
         await asyncio.gather(*(t.task for t in live if t.task is not None), return_exceptions=True)
         self.store = None
+        self.finished = Finished()
         await store.close()
 
     # -- creating and running ----------------------------------------------------
@@ -247,17 +255,15 @@ class TaskRunner:
         return min(requested, cap)
 
     def _launch(self, rec: TaskRecord, spec: CallSpec, body: Body, resumable: bool) -> LiveTask:
-        store = self._store()
         task_id = rec.task_id
-
-        async def need_input(requests: dict[str, dict[str, Any]], message: str | None) -> bool:
-            return await store.need_input(task_id, requests, message)
-
-        async def set_status(status: TaskStatus, message: str | None) -> bool:
-            return await store.update(task_id, status, message)
-
         live = LiveTask(
-            task_id, rec.name, need_input, set_status, owner=rec.owner, resumable=resumable, on_change=self.on_change
+            task_id,
+            rec.name,
+            self._store(),
+            owner=rec.owner,
+            resumable=resumable,
+            on_change=self.on_change,
+            admission=None if spec.essential else self._admission,
         )
         self.live[task_id] = live
         live.task = asyncio.get_running_loop().create_task(self._run(live, spec, body), name=f"bemcp-task-{rec.name}")
@@ -297,8 +303,7 @@ class TaskRunner:
         except Exception:  # the store failed to record the end: the lease and restart rules still apply
             log.exception("task %s: storing its end failed", task_id)
         finally:
-            live.finished.set()
-            live.changed()
+            live.ended()
             self.live.pop(task_id, None)
 
     async def _admitted(self, live: LiveTask, spec: CallSpec, body: Body) -> Result:
@@ -323,6 +328,7 @@ class TaskRunner:
         message: str | None = None,
     ) -> TaskRecord:
         rec = await self._store().finish(task_id, status, result=result, error=error, message=message)
+        self.finished.put(rec, self._clock())
         if rec.status is status:
             if status is TaskStatus.COMPLETED:
                 self.stats.completed += 1
@@ -333,7 +339,11 @@ class TaskRunner:
     # -- what clients ask --------------------------------------------------------
 
     async def get(self, task_id: str, owner: str) -> TaskRecord | None:
-        return await self._store().get(task_id, owner)
+        store = self._store()
+        kept = self.finished.get(task_id, self._clock())
+        if kept is not None:
+            return kept if kept.owner == owner else None
+        return await store.get(task_id, owner)
 
     async def list(self, owner: str, cursor: str | None, limit: int) -> tuple[list[TaskRecord], str | None]:
         return await self._store().list(owner, cursor, limit)
@@ -341,7 +351,13 @@ class TaskRunner:
     async def cancel(self, task_id: str, owner: str) -> TaskRecord | None:
         """Cancel `owner`'s task: stored at once (a terminal task stays as it is); the work here is cancelled at
         once, the work on another worker at its next tick."""
-        rec = await self._store().cancel(task_id, owner, "cancelled by the client")
+        store = self._store()
+        kept = self.finished.get(task_id, self._clock())
+        if kept is not None:  # finished here: a cancel changes nothing
+            return kept if kept.owner == owner else None
+        rec = await store.cancel(task_id, owner, "cancelled by the client")
+        if rec is not None:
+            self.finished.put(rec, self._clock())
         if rec is not None and rec.status is TaskStatus.CANCELLED:
             live = self.live.get(task_id)
             if live is not None:
@@ -362,8 +378,8 @@ class TaskRunner:
         while True:
             live = self.live.get(task_id)
             if live is not None:
-                await live.finished.wait()
-            rec = await self._store().get(task_id, owner)
+                await live.wait_end()
+            rec = await self.get(task_id, owner)
             if rec is None or rec.status.terminal:
                 return rec
             if task_id not in self.live:
@@ -377,8 +393,7 @@ class TaskRunner:
         if live is None:
             await asyncio.sleep(wait)
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(live.changes.wait(), wait)
+        await live.wait_change(wait)
 
     async def _deliver(self, task_id: str) -> None:
         live = self.live.get(task_id)

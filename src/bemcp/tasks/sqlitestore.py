@@ -500,14 +500,25 @@ class SqliteTaskStore:
     ) -> TaskRecord:
         if status not in TERMINAL:
             raise ValueError(f"{status} is not terminal")
-        values = (status.value, _json(result), _json(error), message, self._clock(), task_id)
+        now = self._clock()
+        values = (status.value, _json(result), _json(error), message, now, task_id)
 
         def work(conn: sqlite3.Connection) -> TaskRecord | None:
-            conn.execute(
+            # The columns this write did not set come back with it: the record needs no second read, and the
+            # result no decoding, when this finish is the one stored (as it nearly always is).
+            won = conn.execute(
                 "UPDATE tasks SET status = ?, result = ?, error = ?, status_message = ?, updated_at = ? "
-                f"WHERE task_id = ? AND {_NOT_TERMINAL}",
+                f"WHERE task_id = ? AND {_NOT_TERMINAL} "
+                "RETURNING owner, worker, method, name, created_at, ttl_ms, poll_interval_ms, input_requests, request",
                 values,
-            )
+            ).fetchone()
+            if won is not None:
+                owner, worker, method, name, created_at, ttl_ms, poll_ms, inputs, request = won
+                return TaskRecord(
+                    task_id, owner, worker, method, name, status, created_at, now, ttl_ms, poll_ms,
+                    status_message=message, result=result, error=error, input_requests=_load(inputs),
+                    request=_load(request),
+                )  # fmt: skip
             row = conn.execute(f"SELECT {_COLUMNS} FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
             return None if row is None else _record(row)
 
