@@ -36,6 +36,7 @@ BEMCP_COUNTERS = {
 BEMCP_GAUGES = {
     "bemcp_in_flight",
     "bemcp_queued",
+    "bemcp_slots_lent",
     "bemcp_concurrency_limit",
     "bemcp_loop_lag_seconds",
     "bemcp_loop_lag_max_seconds",
